@@ -22,6 +22,7 @@ import (
 	"github.com/fieldgate/fieldgate/agent/config"
 	"github.com/fieldgate/fieldgate/agent/hub/hubtest"
 	"github.com/fieldgate/fieldgate/agent/telemetry"
+	"github.com/fieldgate/fieldgate/agent/timesync/ntptest"
 )
 
 // syncBuffer is a goroutine-safe log sink.
@@ -415,5 +416,64 @@ func TestNoSecretsInLogsOrTwin(t *testing.T) {
 		if strings.Contains(out, marker) {
 			t.Errorf("%q appears in the output", marker)
 		}
+	}
+}
+
+// TestClockSkewCorrectedByNTP: the emulator runs two hours ahead (its TLS
+// certificate starts then, its SAS checks use that clock) and so does the
+// NTP server; the device's system clock is "wrong". The agent measures the
+// offset, connects (TLS and SAS on the corrected clock) and stamps readings
+// with corrected time.
+func TestClockSkewCorrectedByNTP(t *testing.T) {
+	const skew = 2 * time.Hour
+	ahead := func() time.Time { return time.Now().Add(skew) }
+	ntp, err := ntptest.Start(ntptest.Options{Offset: skew})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ntp.Close)
+	emu := agenttest.Start(t, agenttest.Options{Now: ahead, RetryAfter: 1})
+	dir := t.TempDir()
+	path, err := emu.WriteAgentConfig(dir, agenttest.AgentConfig{StateDir: dir + "/state", NTPServers: []string{ntp.Addr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	a, err := agent.New(agent.Options{Config: cfg, Version: "test", Getenv: func(string) string { return "" },
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	}()
+	const dev = "fieldgate-test"
+	eventually(t, "telemetry through a skewed hub", 30*time.Second, func() bool { return len(records(t, emu.Hub, dev)) >= 2 })
+	d := a.Diagnostics()
+	if !d.Clock.Synced || d.Clock.Source != "ntp" || time.Duration(d.Clock.OffsetMs)*time.Millisecond < skew-time.Second {
+		t.Errorf("clock = %+v, want ntp with ~%s offset", d.Clock, skew)
+	}
+	for _, r := range records(t, emu.Hub, dev) {
+		if off := r.TS.Sub(time.Now()); off < skew-time.Minute || off > skew+time.Minute {
+			// Readings sampled before the first NTP answer carry the
+			// system time; only the first one or two may.
+			if r.Seq > 2 {
+				t.Errorf("record %d ts %v is %v from now, want ~+%s", r.Seq, r.TS, off, skew)
+			}
+		}
+	}
+	conns := emu.Hub.Connections()
+	if len(conns) == 0 || conns[0].TokenExpiry.Before(ahead()) {
+		t.Errorf("token expiry %v is not in the skewed future", conns)
 	}
 }
