@@ -135,6 +135,11 @@ func decodeBody(b []byte) (Record, error) {
 			d.fail("duplicate value name")
 			break
 		}
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			// Append never stores these: a non-finite value is damage.
+			d.fail("non-finite value")
+			break
+		}
 		r.Values[k] = f
 	}
 	if d.err == nil && len(d.b) != 0 {
