@@ -477,3 +477,52 @@ func TestClockSkewCorrectedByNTP(t *testing.T) {
 		t.Errorf("token expiry %v is not in the skewed future", conns)
 	}
 }
+
+// TestReloadSensors: SIGHUP's Reload swaps sensors and intervals without
+// dropping the hub session; sections that need a restart are reported.
+func TestReloadSensors(t *testing.T) {
+	h := newHarness(t, agenttest.AgentConfig{})
+	warp(t, h.clk, 20*time.Millisecond)
+	const dev = "fieldgate-test"
+	a, stop := h.start(nil)
+	eventually(t, "env telemetry", 20*time.Second, func() bool { return len(records(t, h.emu.Hub, dev)) >= 2 })
+
+	path, err := h.emu.WriteAgentConfig(t.TempDir(), agenttest.AgentConfig{StateDir: h.dir + "/state", Sensors: `[[sensor]]
+name = "power"
+kind = "simulated"
+interval = "1s"
+values = ["voltage_v"]
+`, Extra: ""})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ignored := a.Reload(nc)
+	// The new file points at a different group key path: provisioning
+	// changes need a restart and are reported, not applied.
+	if len(ignored) != 1 || ignored[0] != "provisioning" {
+		t.Errorf("Reload ignored %v, want [provisioning]", ignored)
+	}
+	connects := len(h.emu.Hub.Connections())
+	eventually(t, "power telemetry after reload", 20*time.Second, func() bool {
+		for _, r := range records(t, h.emu.Hub, dev) {
+			if r.Sensor == "power" {
+				return true
+			}
+		}
+		return false
+	})
+	if got := len(h.emu.Hub.Connections()); got != connects {
+		t.Errorf("reload reconnected: %d connections, was %d", got, connects)
+	}
+	if _, ok := a.Diagnostics().Sensors["env"]; ok {
+		t.Error("old sensor still reported after reload")
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	checkSeqs(t, records(t, h.emu.Hub, dev))
+}
