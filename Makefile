@@ -96,3 +96,24 @@ demo: build
 
 clean:
 	rm -rf $(BIN) dist
+
+# --- field deployment (issue 7) ---------------------------------------------
+.PHONY: deb image-files release check-systemd test-deb
+
+deb:                 ## dist/fieldgate_<version>_{arm64,armhf,amd64}.deb (nfpm v2.44.2)
+	./scripts/deb.sh
+
+image-files:         ## files for an OS image build: make image-files DESTDIR=out [ARCH=arm64|armhf]
+	./scripts/image-files.sh $(or $(DESTDIR),dist/image-$(or $(ARCH),arm64)) --arch $(or $(ARCH),arm64)
+
+release: build-arm64 build-armv7 build-armv6 ## cross builds with SHA-256 checksums in dist/
+	mkdir -p dist
+	cp $(BIN)/fieldgate-linux-arm64 $(BIN)/fieldgate-linux-armv7 $(BIN)/fieldgate-linux-armv6 dist/
+	cd dist && sha256sum fieldgate-linux-arm64 fieldgate-linux-armv7 fieldgate-linux-armv6 > SHA256SUMS
+	@cat dist/SHA256SUMS
+
+check-systemd: build ## systemd-analyze verify clean and security exposure <= 2.0
+	./scripts/check-systemd.sh
+
+test-deb:            ## build the amd64 .deb and install/remove/purge it in a scratch root
+	./scripts/test-deb.sh
