@@ -47,6 +47,9 @@ type Options struct {
 	// RetryAfter for DPS 202 replies (seconds); 0 → 2.
 	RetryAfter int
 	Logger     *slog.Logger
+	// CA reuses a certificate authority (restart an emulator that agents
+	// already trust); nil → a new throwaway CA.
+	CA *devcert.CA
 }
 
 // Emulator is a running hub + DPS pair.
@@ -92,9 +95,13 @@ func New(o Options, dir string) (*Emulator, error) {
 	e := &Emulator{o: o, Dir: dir}
 	// The CA itself is valid on both the real and the skewed clock; the
 	// server certificate follows the emulator clock like the binary's.
-	ca, err := devcert.NewCA(minTime(time.Now(), o.Now()).Add(-24 * time.Hour))
-	if err != nil {
-		return nil, err
+	ca := o.CA
+	if ca == nil {
+		var err error
+		ca, err = devcert.NewCA(minTime(time.Now(), o.Now()).Add(-24 * time.Hour))
+		if err != nil {
+			return nil, err
+		}
 	}
 	e.CA = ca
 	e.CAFile = filepath.Join(dir, "ca.pem")
