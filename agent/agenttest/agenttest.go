@@ -50,6 +50,9 @@ type Options struct {
 	// CA reuses a certificate authority (restart an emulator that agents
 	// already trust); nil → a new throwaway CA.
 	CA *devcert.CA
+	// OnDPSRequest, when set, sees every DPS device API request (time on
+	// the real clock, method, path) before it is served.
+	OnDPSRequest func(at time.Time, method, path string)
 }
 
 // Emulator is a running hub + DPS pair.
@@ -173,6 +176,9 @@ func New(o Options, dir string) (*Emulator, error) {
 		case r.URL.Path == "/$iothub/websocket":
 			ws.ServeHTTP(w, r)
 		case dpstest.IsDeviceAPIPath(r.URL.EscapedPath()):
+			if o.OnDPSRequest != nil {
+				o.OnDPSRequest(time.Now(), r.Method, r.URL.Path)
+			}
 			d.ServeHTTP(w, r)
 		default:
 			svc.ServeHTTP(w, r)

@@ -70,17 +70,7 @@ func (r result) String() string {
 // be pending in the spool.
 func tally(t *testing.T, h *hubtest.Hub, stateDir string) result {
 	t.Helper()
-	seen := map[uint64]int{}
-	msgs, _ := h.Messages(dev, 0)
-	for _, m := range msgs {
-		recs, err := telemetry.Decode(m.Body)
-		if err != nil {
-			t.Fatalf("message %d: %v", m.N, err)
-		}
-		for _, r := range recs {
-			seen[r.Seq]++
-		}
-	}
+	seen := received(t, h)
 	sp, err := spool.Open(stateDir, spool.Options{})
 	if err != nil {
 		t.Fatalf("reopening the spool: %v", err)
@@ -120,6 +110,23 @@ func tally(t *testing.T, h *hubtest.Hub, stateDir string) result {
 		t.Errorf("spool dropped %d records: the scenario must not fill the spool", st.Dropped)
 	}
 	return res
+}
+
+// received counts, per seq, the records the hub received.
+func received(t *testing.T, h *hubtest.Hub) map[uint64]int {
+	t.Helper()
+	seen := map[uint64]int{}
+	msgs, _ := h.Messages(dev, 0)
+	for _, m := range msgs {
+		recs, err := telemetry.Decode(m.Body)
+		if err != nil {
+			t.Fatalf("message %d: %v", m.N, err)
+		}
+		for _, r := range recs {
+			seen[r.Seq]++
+		}
+	}
+	return seen
 }
 
 // agentProc is the fieldgate binary running as a subprocess.
