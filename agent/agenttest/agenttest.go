@@ -202,6 +202,12 @@ func (e *Emulator) DPSEndpoint() string {
 	return "https://localhost:" + port
 }
 
+// HTTPClient trusts the emulator's CA.
+func (e *Emulator) HTTPClient() *http.Client {
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: e.CA.Pool(), MinVersion: tls.VersionTLS12}}}
+}
+
 // HTTPSAddr is the address of the HTTPS listener (DPS, service API, WebSocket).
 func (e *Emulator) HTTPSAddr() string { return e.ln.Addr().String() }
 
