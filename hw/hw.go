@@ -10,6 +10,9 @@
 package hw
 
 import (
+	"periph.io/x/conn/v3/gpio"
+	"periph.io/x/conn/v3/i2c"
+
 	"context"
 	"io"
 	"log/slog"
@@ -59,6 +62,16 @@ type Env struct {
 	Logger *slog.Logger
 	// Clock drives every time-dependent behaviour; nil means the real clock.
 	Clock clockwork.Clock
+	// I2C opens an I2C bus by number or device path; nil means periph's
+	// registry after host initialisation (tests pass a fake bus).
+	I2C func(bus string) (i2c.BusCloser, error)
+	// GPIO finds a GPIO line by name; nil means periph's registry after host
+	// initialisation (tests pass gpiotest pins).
+	GPIO func(name string) (gpio.PinIO, error)
+	// Root prefixes /proc and /sys paths (tests); "" means "/".
+	Root string
+	// StateDir is reported on by the system sensor (disk free).
+	StateDir string
 }
 
 // withDefaults returns env with a discarding logger and the real clock
@@ -69,6 +82,15 @@ func (e Env) withDefaults() Env {
 	}
 	if e.Clock == nil {
 		e.Clock = clockwork.NewRealClock()
+	}
+	if e.I2C == nil {
+		e.I2C = openI2C(e.Logger)
+	}
+	if e.GPIO == nil {
+		e.GPIO = openGPIO(e.Logger)
+	}
+	if e.Root == "" {
+		e.Root = "/"
 	}
 	return e
 }

@@ -37,7 +37,7 @@ func TestOpenSensor(t *testing.T) {
 		wantErr []string
 	}{
 		{"simulated", config.Sensor{Name: "env", Kind: "simulated", Values: []string{"temperature_c"}}, nil},
-		{"unknown kind", config.Sensor{Name: "th", Kind: "bme280"}, []string{`sensor "th"`, `kind "bme280"`, "available: simulated"}},
+		{"unknown kind", config.Sensor{Name: "th", Kind: "sht99"}, []string{`sensor "th"`, `kind "sht99"`, "available: bme280, bmp280, gpio_in, simulated, system"}},
 		{"factory error", config.Sensor{Name: "empty", Kind: "simulated"}, []string{"no values"}},
 	}
 	for _, tt := range tests {
@@ -73,8 +73,8 @@ func TestOpenSensor(t *testing.T) {
 }
 
 func TestOpenOutputUnknown(t *testing.T) {
-	_, err := OpenOutput(config.Output{Name: "relay", Kind: "gpio"}, Env{})
-	if err == nil || !strings.Contains(err.Error(), `output "relay"`) || !strings.Contains(err.Error(), "hardware issue") {
+	_, err := OpenOutput(config.Output{Name: "relay", Kind: "pwm"}, Env{})
+	if err == nil || !strings.Contains(err.Error(), `output "relay"`) || !strings.Contains(err.Error(), `"pwm"`) {
 		t.Fatalf("err = %v", err)
 	}
 }
@@ -96,7 +96,7 @@ func TestRegisterOutputAndSensor(t *testing.T) {
 	if err != nil || o.Name() != "r" {
 		t.Fatalf("OpenOutput = %v, %v", o, err)
 	}
-	if !reflect.DeepEqual(OutputKinds(), []string{"test-out"}) {
+	if !reflect.DeepEqual(OutputKinds(), []string{"gpio", "test-out"}) {
 		t.Fatalf("OutputKinds() = %v", OutputKinds())
 	}
 	panics := []struct {

@@ -263,7 +263,7 @@ func TestKeySource(t *testing.T) {
 }
 
 func TestKindTables(t *testing.T) {
-	if got := SensorKinds(); !reflect.DeepEqual(got, []string{"simulated"}) {
+	if got := SensorKinds(); !reflect.DeepEqual(got, []string{"bme280", "bmp280", "gpio_in", "simulated", "system"}) {
 		t.Fatalf("SensorKinds() = %v", got)
 	}
 	if got := OutputKinds(); !reflect.DeepEqual(got, []string{"gpio"}) {

@@ -41,6 +41,39 @@ var sensorKinds = map[string]sensorKind{
 		},
 		check: checkSimulated,
 	},
+	"bme280": {
+		summary:  "Bosch BME280 temperature, humidity and pressure over I2C (periph bmxx80)",
+		required: []string{"bus"},
+		optional: []string{"address"},
+		defaults: defaultAddress(0x76),
+	},
+	"bmp280": {
+		summary:  "Bosch BMP280 temperature and pressure over I2C (periph bmxx80)",
+		required: []string{"bus"},
+		optional: []string{"address"},
+		defaults: defaultAddress(0x76),
+	},
+	"gpio_in": {
+		summary:  "a GPIO input (door contact, button): level at each interval, edges immediately",
+		required: []string{"pin"},
+		optional: []string{"pull", "edge", "debounce"},
+		defaults: func(s *Sensor, src *sourceIndex, i int) {
+			setStr(&s.Pull, "none")
+			setStr(&s.Edge, "none")
+		},
+	},
+	"system": {
+		summary: "gateway health: SoC temperature, load, memory, disk free, uptime",
+	},
+}
+
+// defaultAddress fills a default I2C address.
+func defaultAddress(a int) func(s *Sensor, src *sourceIndex, i int) {
+	return func(s *Sensor, _ *sourceIndex, _ int) {
+		if s.Address == 0 {
+			s.Address = a
+		}
+	}
 }
 
 // sensorKeyChecks validate hardware keys wherever a kind allows them, so a
@@ -125,7 +158,6 @@ var outputKinds = map[string]outputKind{
 		required: []string{"pin"},
 		optional: []string{"initial", "active_low"},
 		defaults: func(o *Output) { setStr(&o.Initial, DefaultOutputInitial) },
-		pending:  "GPIO outputs arrive with the hardware issue (issue 5); this build cannot drive them",
 	},
 }
 

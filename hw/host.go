@@ -1,0 +1,104 @@
+package hw
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+
+	"periph.io/x/conn/v3/gpio"
+	"periph.io/x/conn/v3/gpio/gpioreg"
+	"periph.io/x/conn/v3/i2c"
+	"periph.io/x/conn/v3/i2c/i2creg"
+	"periph.io/x/host/v3"
+)
+
+// hostOnce initialises periph's host drivers once per process. This file is
+// the only place fieldgate calls periph host.
+var (
+	hostOnce sync.Once
+	hostErr  error
+)
+
+func initHost(log *slog.Logger) error {
+	hostOnce.Do(func() {
+		st, err := host.Init()
+		if err != nil {
+			hostErr = fmt.Errorf("hw: periph host init: %w", err)
+			return
+		}
+		// host.Init returns nil even when drivers failed: report them.
+		names := func(ds []string) string { return strings.Join(ds, ",") }
+		var loaded, skipped, failed []string
+		for _, d := range st.Loaded {
+			loaded = append(loaded, d.String())
+		}
+		for _, d := range st.Skipped {
+			skipped = append(skipped, d.D.String())
+		}
+		for _, d := range st.Failed {
+			failed = append(failed, d.D.String()+": "+d.Err.Error())
+		}
+		log.Info("periph host drivers", "loaded", names(loaded), "skipped", len(skipped), "failed", names(failed))
+	})
+	return hostErr
+}
+
+func openI2C(log *slog.Logger) func(string) (i2c.BusCloser, error) {
+	return func(bus string) (i2c.BusCloser, error) {
+		if err := initHost(log); err != nil {
+			return nil, err
+		}
+		dev := bus
+		if !strings.HasPrefix(dev, "/dev/") {
+			dev = "/dev/i2c-" + bus
+		}
+		b, err := i2creg.Open(dev)
+		if err != nil {
+			return nil, i2cOpenError(dev, bus, err)
+		}
+		return b, nil
+	}
+}
+
+// i2cOpenError explains why a bus cannot be opened.
+func i2cOpenError(dev, bus string, err error) error {
+	if _, serr := os.Stat(dev); errors.Is(serr, os.ErrNotExist) {
+		return fmt.Errorf("hw: %s does not exist — I2C not enabled? run raspi-config (Interface Options → I2C) or add dtparam=i2c_arm=on, then reboot: %w", dev, err)
+	}
+	if f, oerr := os.OpenFile(dev, os.O_RDWR, 0); errors.Is(oerr, os.ErrPermission) {
+		return fmt.Errorf("hw: permission denied on %s — add the service user to group i2c (usermod -aG i2c fieldgate): %w", dev, err)
+	} else if oerr == nil {
+		f.Close()
+	}
+	return fmt.Errorf("hw: opening I2C bus %s: %w", bus, err)
+}
+
+func openGPIO(log *slog.Logger) func(string) (gpio.PinIO, error) {
+	return func(name string) (gpio.PinIO, error) {
+		if err := initHost(log); err != nil {
+			return nil, err
+		}
+		p := gpioreg.ByName(name)
+		if p == nil {
+			return nil, fmt.Errorf("hw: no GPIO line named %q — names are the kernel's line names, e.g. GPIO17 (see gpioinfo); is the service user in group gpio?", name)
+		}
+		return p, nil
+	}
+}
+
+// i2cError adds the fix for a failed transfer with a chip.
+func i2cError(kind, bus string, addr int, err error) error {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "remote I/O") || strings.Contains(msg, "no such device") || strings.Contains(msg, "NACK") ||
+		strings.Contains(msg, "no such device or address") || strings.Contains(msg, "unexpected chip id"):
+		return fmt.Errorf("hw: %s: no device at 0x%02x on /dev/i2c-%s — check wiring or run `fieldgate sensors scan --bus %s`: %w",
+			kind, addr, strings.TrimPrefix(bus, "/dev/i2c-"), strings.TrimPrefix(bus, "/dev/i2c-"), err)
+	case errors.Is(err, os.ErrPermission) || strings.Contains(msg, "permission denied"):
+		return fmt.Errorf("hw: %s: permission denied on I2C bus %s — add the service user to group i2c: %w", kind, bus, err)
+	}
+	return fmt.Errorf("hw: %s at 0x%02x on bus %s: %w", kind, addr, bus, err)
+}
