@@ -68,6 +68,9 @@ type Options struct {
 	Time timesync.Options
 	// Dial replaces the hub network dial (tests: proxies and faults).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// HW supplies hardware access to sensors and outputs (tests: fake I2C
+	// buses and GPIO pins); its Logger, Clock and StateDir are filled in.
+	HW hw.Env
 	// TokenTTL overrides hub.token_ttl (the config allows ≥ 1m; tests and
 	// the chaos suite use seconds).
 	TokenTTL time.Duration
@@ -154,7 +157,7 @@ func New(o Options) (*Agent, error) {
 	}
 	a.spool = sp
 
-	outs, err := openOutputs(cfg.Outputs, hw.Env{Logger: o.Logger.With("component", "hw"), Clock: o.Clock})
+	outs, err := openOutputs(cfg.Outputs, a.hwEnv(o.Logger.With("component", "hw")))
 	if err != nil {
 		sp.Close()
 		return nil, err
@@ -162,6 +165,13 @@ func New(o Options) (*Agent, error) {
 	a.outputs = outs
 	a.sampler = newSampler(a, cfg)
 	return a, nil
+}
+
+// hwEnv is the hardware environment for one sensor or output.
+func (a *Agent) hwEnv(log *slog.Logger) hw.Env {
+	e := a.o.HW
+	e.Logger, e.Clock, e.StateDir = log, a.clk, a.cfg.State.Dir
+	return e
 }
 
 // Spool gives tests and diagnostics access to the spool.

@@ -90,6 +90,7 @@ func (a *Agent) CallMethod(ctx context.Context, name string, payload []byte) (st
 			return methodError(outputErrStatus(err), "%v", err)
 		}
 		a.log.Info("output set by direct method", "output", req.Name, "value", *req.Value)
+		go a.reportNow(context.WithoutCancel(ctx))
 		b, _ := json.Marshal(map[string]any{"name": req.Name, "value": *req.Value})
 		return 200, b
 	case MethodRestart:

@@ -103,7 +103,7 @@ func (s *sampler) healthy() bool {
 
 func (s *sampler) loop(ctx context.Context, l *sensorLoop) {
 	log := s.a.log.With("sensor", l.cfg.Name, "kind", l.cfg.Kind)
-	env := hw.Env{Logger: log, Clock: s.a.clk, StateDir: s.a.cfg.State.Dir}
+	env := s.a.hwEnv(log)
 	interval := l.cfg.Interval.Duration
 	openBackoff := time.Second
 	var sensor hw.Sensor

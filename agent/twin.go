@@ -271,6 +271,15 @@ func (h *handler) Desired(ctx context.Context, patch []byte) {
 	h.report(ctx, c, acks)
 }
 
+// reportNow sends the fieldgate section (e.g. after an output changed).
+func (a *Agent) reportNow(ctx context.Context) {
+	c := a.currentConn()
+	if c == nil {
+		return
+	}
+	(&handler{a: a}).report(ctx, c, map[string]any{"fieldgate": a.reportedState()})
+}
+
 func (a *Agent) currentConn() *hub.Conn {
 	a.mu.Lock()
 	hc := a.hubClient

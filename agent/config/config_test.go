@@ -323,3 +323,13 @@ func TestMarshalRoundTrip(t *testing.T) {
 		})
 	}
 }
+
+func TestShippedConfigsParse(t *testing.T) {
+	for _, p := range []string{"../../configs/hardware-example.toml", "../../packaging/config.toml"} {
+		t.Run(filepath.Base(p), func(t *testing.T) {
+			if _, err := Load(p); err != nil {
+				t.Fatalf("Load(%s): %v", p, err)
+			}
+		})
+	}
+}
