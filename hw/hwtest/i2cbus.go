@@ -16,10 +16,12 @@ var ErrNACK = errors.New("i2c: remote I/O error (NACK)")
 // RegisterBus is a fake I2C bus holding register-addressed chips: a write
 // [reg] selects a register, [reg, v, reg, v, ...] writes pairs (the BMx280
 // convention), and a read returns consecutive registers from the selected
-// one. Unknown addresses NACK. It records every transaction.
+// one (a read without a write continues from the chip's register pointer).
+// Unknown addresses NACK. It records every transaction.
 type RegisterBus struct {
 	mu    sync.Mutex
 	chips map[uint16]*[256]byte
+	ptr   map[uint16]byte // register pointer per chip
 	Ops   []string
 	// Err, when set, fails every transaction (e.g. permission denied).
 	Err    error
@@ -27,7 +29,7 @@ type RegisterBus struct {
 }
 
 // NewRegisterBus returns an empty bus.
-func NewRegisterBus() *RegisterBus { return &RegisterBus{chips: map[uint16]*[256]byte{}} }
+func NewRegisterBus() *RegisterBus { return &RegisterBus{chips: map[uint16]*[256]byte{}, ptr: map[uint16]byte{}} }
 
 // Set stores bytes at reg.. of the chip at addr (creating the chip).
 func (b *RegisterBus) Set(addr uint16, reg byte, data ...byte) {
@@ -63,10 +65,11 @@ func (b *RegisterBus) Tx(addr uint16, w, r []byte) error {
 	if c == nil {
 		return ErrNACK
 	}
-	if len(w) == 0 {
-		return errors.New("hwtest: read without a register")
+	reg := int(b.ptr[addr]) // a bare read continues from the register pointer
+	if len(w) > 0 {
+		reg = int(w[0])
 	}
-	reg := int(w[0])
+	b.ptr[addr] = byte(reg + len(r))
 	if len(w) > 1 {
 		for i := 0; i+1 < len(w); i += 2 {
 			c[w[i]] = w[i+1]
