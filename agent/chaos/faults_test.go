@@ -167,7 +167,7 @@ func TestDPSFaults(t *testing.T) {
 	}})
 	n429, n5xx := 2, 1
 	if fullSuite {
-		n429, n5xx = 4, 4
+		n429, n5xx = 4, 3
 	}
 	if err := emu.DPS.InjectFaults(429, n429); err != nil {
 		t.Fatal(err)
@@ -187,7 +187,7 @@ func TestDPSFaults(t *testing.T) {
 	if err := emu.DPS.InjectFaults(503, n5xx); err != nil {
 		t.Fatal(err)
 	}
-	d := eventually(t, "provisioning through the faults", 120*time.Second, func() bool { return emu.Hub.Connected(dev) })
+	d := eventually(t, "provisioning through the faults", 5*time.Minute, func() bool { return emu.Hub.Connected(dev) })
 	p.stop(t)
 	mu.Lock()
 	defer mu.Unlock()
