@@ -132,3 +132,9 @@ vuln:                ## govulncheck when its database is reachable
 		echo "make vuln: the vulnerability database (vuln.go.dev) is not reachable from here; nothing was checked."; \
 		echo "$$out" | tail -3; exit 0; \
 	fi; echo "$$out"; exit $$rc
+
+# --- benchmarks (issue 8) ---------------------------------------------------
+.PHONY: bench
+
+bench:               ## footprint and efficiency side by side; writes BENCHMARKS.md (~5 min)
+	$(GO) run ./cmd/fieldgate-bench -out BENCHMARKS.md
