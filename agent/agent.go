@@ -71,6 +71,9 @@ type Options struct {
 	// HW supplies hardware access to sensors and outputs (tests: fake I2C
 	// buses and GPIO pins); its Logger, Clock and StateDir are filled in.
 	HW hw.Env
+	// KeepAlive overrides hub.keep_alive (the config allows ≥ 30s; the
+	// chaos suite uses seconds to detect black holes quickly).
+	KeepAlive time.Duration
 	// TokenTTL overrides hub.token_ttl (the config allows ≥ 1m; tests and
 	// the chaos suite use seconds).
 	TokenTTL time.Duration
@@ -415,7 +418,7 @@ func (a *Agent) newHubClient(asg provisioning.Assignment, key *sas.Key) (*hub.Cl
 		Now:             a.sync.Now,
 		Clock:           a.clk,
 		TokenTTL:        cmp.Or(a.o.TokenTTL, h.TokenTTL.D()),
-		KeepAlive:       h.KeepAlive.D(),
+		KeepAlive:       cmp.Or(a.o.KeepAlive, h.KeepAlive.D()),
 		ModelID:         h.ModelID,
 		Handler:         &handler{a: a},
 		Logger:          a.log.With("component", "hub"),
