@@ -329,9 +329,7 @@ func (a *Agent) flush(d time.Duration) {
 		if hc == nil || hc.Current() == nil {
 			return
 		}
-		select {
-		case <-a.clk.After(50 * time.Millisecond):
-		}
+		<-a.clk.After(50 * time.Millisecond)
 	}
 	a.log.Warn("flush timed out; records stay in the spool for the next start", "queued", a.spool.Stats().Depth)
 }

@@ -73,7 +73,7 @@ func TestRegisterGroupKeyEndToEnd(t *testing.T) {
 	h.opts.Payload = json.RawMessage(`{"site":"plant-7"}`)
 	c := h.client()
 
-	a, err, waits := h.register(c, 10)
+	a, waits, err := h.register(c, 10)
 	if err != nil {
 		t.Fatalf("Register: %v", err)
 	}
@@ -151,7 +151,7 @@ func TestRegisterIndividualKey(t *testing.T) {
 	k, _ := sas.ParseKey(devKey)
 	h.opts.Signer = k
 	h.opts.RegistrationID = "gw-0042"
-	a, err, waits := h.register(h.client(), 10)
+	a, waits, err := h.register(h.client(), 10)
 	if err != nil {
 		t.Fatalf("Register: %v", err)
 	}
@@ -165,7 +165,7 @@ func TestRegisterIndividualKey(t *testing.T) {
 
 func TestRegisterAssignedDirectly(t *testing.T) {
 	h := newHarness(t, script(step{status: 200, body: assignedBody("hub-7.azure-devices.net", testRegID)}))
-	a, err, waits := h.register(h.client(), 5)
+	a, waits, err := h.register(h.client(), 5)
 	if err != nil {
 		t.Fatalf("Register: %v", err)
 	}
@@ -202,7 +202,7 @@ func TestRetryAfterHonoured(t *testing.T) {
 				step{status: 202, retryAfter: tt.header, body: assigningBody},
 				step{status: 200, body: assignedBody(testHub, testRegID)},
 			))
-			_, err, waits := h.register(h.client(), 5)
+			_, waits, err := h.register(h.client(), 5)
 			if err != nil {
 				t.Fatalf("Register: %v", err)
 			}
@@ -226,7 +226,7 @@ func TestRequestWindowNeverMoreThanFivePerTenSeconds(t *testing.T) {
 	steps = append(steps, step{status: 200, body: assignedBody(testHub, testRegID)})
 	h := newHarness(t, script(steps...))
 	h.rands = []float64{0}
-	_, err, waits := h.register(h.client(), 100)
+	_, waits, err := h.register(h.client(), 100)
 	if err != nil {
 		t.Fatalf("Register: %v", err)
 	}
@@ -256,7 +256,7 @@ func TestPollingAgainstEmulatorRateLimit(t *testing.T) {
 		RetryAfter:     1, // asks for faster than allowed; the floor is 2 s
 		AssigningPolls: 20,
 	})
-	_, err, _ := h.register(h.client(), 100)
+	_, _, err := h.register(h.client(), 100)
 	if err != nil {
 		t.Fatalf("Register: %v", err)
 	}
@@ -283,7 +283,7 @@ func TestThrottled429(t *testing.T) {
 		step{status: 200, body: assignedBody(testHub, testRegID)},
 	))
 	h.rands = []float64{0}
-	_, err, waits := h.register(h.client(), 10)
+	_, waits, err := h.register(h.client(), 10)
 	if err != nil {
 		t.Fatalf("Register: %v", err)
 	}
@@ -310,7 +310,7 @@ func TestServerErrorBurstWithEmulator(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.rands = []float64{0.5}
-	a, err, waits := h.register(h.client(), 20)
+	a, waits, err := h.register(h.client(), 20)
 	if err != nil {
 		t.Fatalf("Register: %v", err)
 	}
@@ -405,7 +405,7 @@ func TestUnauthorizedAndNotFoundRetrySlowly(t *testing.T) {
 			}
 			tt.setup(t, h, dps)
 			h.rands = []float64{0.5}
-			a, err, waits := h.register(h.client(), 10)
+			a, waits, err := h.register(h.client(), 10)
 			if err != nil {
 				t.Fatalf("Register: %v", err)
 			}
@@ -445,7 +445,7 @@ func TestTerminalOutcomes(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			h, dps := newDPS(t, dpstest.Options{Groups: []dpstest.Group{{ID: "fleet", Key: testGroupKey}}})
 			tt.setup(dps)
-			_, err, _ := h.register(h.client(), 10)
+			_, _, err := h.register(h.client(), 10)
 			if !errors.Is(err, tt.is) {
 				t.Fatalf("Register error = %v; want %v", err, tt.is)
 			}
@@ -467,7 +467,7 @@ func TestTerminalOutcomes(t *testing.T) {
 
 func TestRejected4xxIsTerminal(t *testing.T) {
 	h := newHarness(t, script(step{status: 400, body: `{"errorCode":400004,"trackingId":"abc","message":"bad registration id"}`}))
-	_, err, waits := h.register(h.client(), 5)
+	_, waits, err := h.register(h.client(), 5)
 	var se *StatusError
 	if !errors.As(err, &se) || se.HTTPStatus != 400 || se.ErrorCode != 400004 || se.TrackingID != "abc" || !errors.Is(err, ErrRejected) {
 		t.Fatalf("Register error = %#v; want StatusError 400/400004 wrapping ErrRejected", err)
@@ -492,7 +492,7 @@ func TestContextCancel(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t, tt.handler)
 			start := time.Now()
-			_, err, _ := h.register(h.client(), tt.maxWaits)
+			_, _, err := h.register(h.client(), tt.maxWaits)
 			if !errors.Is(err, context.Canceled) {
 				t.Fatalf("Register error = %v; want context.Canceled", err)
 			}
@@ -572,7 +572,7 @@ func TestHostileResponses(t *testing.T) {
 				w.Write([]byte(tt.body))
 			}))
 			h.rands = []float64{0}
-			a, err, waits := h.register(h.client(), 5)
+			a, waits, err := h.register(h.client(), 5)
 			if err != nil {
 				t.Fatalf("Register after one hostile answer: %v", err)
 			}
@@ -601,7 +601,7 @@ func TestErrorBodyEchoingTheTokenIsRedacted(t *testing.T) {
 		w.WriteHeader(400)
 		w.Write(b)
 	}))
-	_, err, _ := h.register(h.client(), 3)
+	_, _, err := h.register(h.client(), 3)
 	if err == nil {
 		t.Fatal("Register succeeded against a 400")
 	}
@@ -626,7 +626,7 @@ func TestMaxPollTimeStartsAFreshRegistration(t *testing.T) {
 		w.Write([]byte(assigningBody))
 	}))
 	h.opts.MaxPollTime = 2 * time.Minute
-	_, err, waits := h.register(h.client(), 20)
+	_, waits, err := h.register(h.client(), 20)
 	if err != nil {
 		t.Fatalf("Register: %v", err)
 	}
@@ -653,7 +653,7 @@ func TestOperationLostRestartsWithPUT(t *testing.T) {
 		step{status: 200, body: assignedBody(testHub, testRegID)},
 	))
 	h.rands = []float64{0}
-	_, err, waits := h.register(h.client(), 5)
+	_, waits, err := h.register(h.client(), 5)
 	if err != nil {
 		t.Fatalf("Register: %v", err)
 	}
@@ -684,7 +684,7 @@ func TestNetworkErrorsRetried(t *testing.T) {
 		w.Write([]byte(assignedBody(testHub, testRegID)))
 	}))
 	h.rands = []float64{0.5}
-	_, err, waits := h.register(h.client(), 10)
+	_, waits, err := h.register(h.client(), 10)
 	if err != nil {
 		t.Fatalf("Register: %v", err)
 	}
@@ -782,7 +782,7 @@ func TestDestroyedKeyIsTerminal(t *testing.T) {
 	h.opts.Signer = k
 	c := h.client()
 	k.Destroy()
-	_, err, _ := h.register(c, 3)
+	_, _, err := h.register(c, 3)
 	if err == nil || IsRetryable(err) || len(h.requests()) != 0 {
 		t.Fatalf("Register with destroyed key = %v (retryable %v, %d requests); want a terminal error before any request", err, IsRetryable(err), len(h.requests()))
 	}

@@ -152,14 +152,14 @@ func (h *harness) client() *Client {
 // register runs Register on c, driving the fake clock through at most
 // maxWaits waits (then the context is cancelled) and at most 20 s of real
 // time.
-func (h *harness) register(c *Client, maxWaits int) (Assignment, error, []wait) {
+func (h *harness) register(c *Client, maxWaits int) (Assignment, []wait, error) {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	return h.registerCtx(ctx, cancel, c, maxWaits)
 }
 
-func (h *harness) registerCtx(ctx context.Context, cancel context.CancelFunc, c *Client, maxWaits int) (Assignment, error, []wait) {
+func (h *harness) registerCtx(ctx context.Context, cancel context.CancelFunc, c *Client, maxWaits int) (Assignment, []wait, error) {
 	h.t.Helper()
 	waitCh := make(chan wait, maxWaits+16)
 	c.onWait = func(d time.Duration, reason string) {
@@ -195,7 +195,7 @@ func (h *harness) registerCtx(ctx context.Context, cancel context.CancelFunc, c 
 	a, err := c.Register(ctx)
 	cancel()
 	wg.Wait()
-	return a, err, waits
+	return a, waits, err
 }
 
 // assigned is a 200 assigned operation status body.

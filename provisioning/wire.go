@@ -196,7 +196,7 @@ func validRegistrationID(id string) error {
 	for i := 0; i < len(id); i++ {
 		c := id[i]
 		if !isAlnum(c) && c != '-' && c != '.' && c != '_' && c != ':' {
-			return fmt.Errorf("registration id %q contains %q; use lower-case letters, digits and - . _ :", id, string(rune(c)))
+			return fmt.Errorf("registration id %q contains %q; use only lower-case letters, digits and the characters - . _ or : (colon) in the id", id, string(rune(c)))
 		}
 	}
 	if last := id[len(id)-1]; !isAlnum(last) && last != '-' {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 const (
@@ -65,7 +66,7 @@ func safeCall(fn func()) (err error) {
 func isEnvErr(err error) bool {
 	var pe *fs.PathError
 	var errno syscall.Errno
-	return errors.Is(err, bolt.ErrTimeout) || errors.Is(err, errLocked) || errors.As(err, &pe) || errors.As(err, &errno)
+	return errors.Is(err, berrors.ErrTimeout) || errors.Is(err, errLocked) || errors.As(err, &pe) || errors.As(err, &errno)
 }
 
 type metaVals struct {
@@ -139,7 +140,7 @@ func (s *Spool) openBolt(path string, readOnly bool) (*bolt.DB, error) {
 	if perr != nil {
 		return nil, perr
 	}
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("%w: %s", errLocked, path)
 	}
 	if err != nil {

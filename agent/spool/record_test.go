@@ -17,7 +17,7 @@ func TestRecordRoundTrip(t *testing.T) {
 			Values: map[string]float64{"temperature_c": 21.4, "humidity_pct": 55}}},
 		{"no values", Record{Seq: 1, TS: epoch, Sensor: "door"}},
 		{"pre-1970 clock", Record{Seq: 7, TS: time.Unix(-86400*365, 999_999_999).UTC(), Sensor: "s",
-			Values: map[string]float64{"v": -0.0}}},
+			Values: map[string]float64{"v": math.Copysign(0, -1)}}},
 		{"far future", Record{Seq: math.MaxUint64, TS: time.Date(9999, 1, 1, 0, 0, 0, 1, time.UTC), Sensor: "s",
 			Values: map[string]float64{"max": math.MaxFloat64, "tiny": math.SmallestNonzeroFloat64}}},
 		{"long names", Record{Seq: 3, TS: epoch, Sensor: strings.Repeat("s", MaxNameLen),

@@ -233,7 +233,7 @@ func TestCLIInit(t *testing.T) {
 	if !strings.Contains(out.String(), "fieldgate-emulator run --config "+filepath.Join(dir, configFileName)) {
 		t.Errorf("init output lacks the next command:\n%s", out)
 	}
-	e, _, errOut = testEnv(t)
+	e, _, _ = testEnv(t)
 	if code := cli(context.Background(), []string{"init", dir}, e); code != exitError {
 		t.Fatalf("second init = %d; want %d", code, exitError)
 	}

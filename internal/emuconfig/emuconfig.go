@@ -380,7 +380,7 @@ func resolve(f *file, baseDir string, lines map[string]int) (*Config, []FieldErr
 			groupIDs[strings.ToLower(g.ID)] = i
 		}
 		v.key(field+".key", true, g.Key)
-		cfg.EnrollmentGroups = append(cfg.EnrollmentGroups, EnrollmentGroup{ID: g.ID, Key: g.Key, Disabled: g.Disabled})
+		cfg.EnrollmentGroups = append(cfg.EnrollmentGroups, EnrollmentGroup(g))
 	}
 
 	regIDs := map[string]int{}
@@ -430,7 +430,7 @@ func resolve(f *file, baseDir string, lines map[string]int) (*Config, []FieldErr
 			deviceIDs[d.ID] = i
 		}
 		v.key(field+".key", true, d.Key)
-		cfg.Devices = append(cfg.Devices, Device{ID: d.ID, Key: d.Key})
+		cfg.Devices = append(cfg.Devices, Device(d))
 	}
 	return cfg, v.errs
 }
