@@ -8,11 +8,11 @@ import (
 	"strings"
 	"sync"
 
+	"periph.io/x/conn/v3/driver/driverreg"
 	"periph.io/x/conn/v3/gpio"
 	"periph.io/x/conn/v3/gpio/gpioreg"
 	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/i2c/i2creg"
-	"periph.io/x/conn/v3/driver/driverreg"
 	// The Linux GPIO character device and sysfs I2C drivers cover Pi 3, 4
 	// and 5 (and other boards) alike; leaving out the memory-mapped SoC
 	// drivers of the host umbrella saves ~400 KiB on arm64 and avoids the

@@ -614,15 +614,15 @@ func ntpQuery(ctx context.Context, server string, opts ntp.QueryOptions) (*ntp.R
 // time daemon clears once it disciplines the clock; the kernel sets it by
 // itself when maxerror grows past 16 s (NTP_PHASE_LIMIT).
 const (
-	timeError       = 5
-	staUnsync       = 0x0040
-	maxKernelErrorµ = 16_000_000 // microseconds
+	timeError            = 5
+	staUnsync            = 0x0040
+	maxKernelErrorMicros = 16_000_000 // microseconds
 )
 
 // kernelStateSynced decides from adjtimex's return value, status bits and
 // maxerror (µs) whether the kernel clock is synchronized.
 func kernelStateSynced(state int, status int64, maxErrorMicros int64) bool {
-	return state != timeError && status&staUnsync == 0 && maxErrorMicros >= 0 && maxErrorMicros < maxKernelErrorµ
+	return state != timeError && status&staUnsync == 0 && maxErrorMicros >= 0 && maxErrorMicros < maxKernelErrorMicros
 }
 
 func abs(d time.Duration) time.Duration {

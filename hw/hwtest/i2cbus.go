@@ -29,7 +29,9 @@ type RegisterBus struct {
 }
 
 // NewRegisterBus returns an empty bus.
-func NewRegisterBus() *RegisterBus { return &RegisterBus{chips: map[uint16]*[256]byte{}, ptr: map[uint16]byte{}} }
+func NewRegisterBus() *RegisterBus {
+	return &RegisterBus{chips: map[uint16]*[256]byte{}, ptr: map[uint16]byte{}}
+}
 
 // Set stores bytes at reg.. of the chip at addr (creating the chip).
 func (b *RegisterBus) Set(addr uint16, reg byte, data ...byte) {
