@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/fieldgate/fieldgate/internal/atomicfile"
+
 	"bytes"
 	"encoding/base64"
 	"encoding/hex"
@@ -113,17 +115,17 @@ func initDir(dir string, force bool, now time.Time, random io.Reader) (*initResu
 	if err := ca.WriteFiles(res.CA, filepath.Join(abs, caKeyFileName)); err != nil {
 		return nil, fmt.Errorf("fieldgate-emulator: init: %w", err)
 	}
-	if err := devcert.WriteFileAtomic(res.GroupKey, []byte(groupKey+"\n"), 0o600); err != nil {
+	if err := atomicfile.Write(res.GroupKey, []byte(groupKey+"\n"), 0o600); err != nil {
 		return nil, fmt.Errorf("fieldgate-emulator: init: %w", err)
 	}
-	if err := devcert.WriteFileAtomic(res.ServiceKey, []byte(policyKey+"\n"), 0o600); err != nil {
+	if err := atomicfile.Write(res.ServiceKey, []byte(policyKey+"\n"), 0o600); err != nil {
 		return nil, fmt.Errorf("fieldgate-emulator: init: %w", err)
 	}
 	agent, err := agentTOML(cfg, abs)
 	if err != nil {
 		return nil, err
 	}
-	if err := devcert.WriteFileAtomic(res.AgentTOML, agent, 0o644); err != nil {
+	if err := atomicfile.Write(res.AgentTOML, agent, 0o644); err != nil {
 		return nil, fmt.Errorf("fieldgate-emulator: init: %w", err)
 	}
 	// emulator.toml last: its presence marks a complete init.

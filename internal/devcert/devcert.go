@@ -10,6 +10,8 @@
 package devcert
 
 import (
+	"github.com/fieldgate/fieldgate/internal/atomicfile"
+
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -22,7 +24,6 @@ import (
 	"math/big"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 )
@@ -153,10 +154,10 @@ func (ca *CA) WriteFiles(certPath, keyPath string) error {
 	if err != nil {
 		return err
 	}
-	if err := WriteFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+	if err := atomicfile.Write(keyPath, keyPEM, 0o600); err != nil {
 		return err
 	}
-	return WriteFileAtomic(certPath, ca.CertPEM(), 0o644)
+	return atomicfile.Write(certPath, ca.CertPEM(), 0o644)
 }
 
 // ParseCA reads a CA from its PEM certificate and PEM private key (PKCS#8,
@@ -236,42 +237,6 @@ func ParseCertPEM(b []byte) (*x509.Certificate, error) {
 		}
 		return cert, nil
 	}
-}
-
-// WriteFileAtomic writes data to path with mode perm through a temporary file
-// in the same directory, fsync and rename, so readers never see a partial
-// file and a key file never exists with a wider mode.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("devcert: write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(perm); err != nil {
-		return fmt.Errorf("devcert: write %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("devcert: write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("devcert: write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("devcert: write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("devcert: write %s: %w", path, err)
-	}
-	ok = true
-	return nil
 }
 
 func randomSerial() (*big.Int, error) {

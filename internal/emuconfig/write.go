@@ -1,9 +1,10 @@
 package emuconfig
 
 import (
+	"github.com/fieldgate/fieldgate/internal/atomicfile"
+
 	"bytes"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -99,7 +100,7 @@ func Write(path string, cfg *Config) error {
 	if _, err := Parse(data, filepath.Dir(abs)); err != nil {
 		return fmt.Errorf("emuconfig: refusing to write an invalid configuration to %s: %w", path, err)
 	}
-	return writeFileAtomic(path, data, 0o600)
+	return atomicfile.Write(path, data, 0o600)
 }
 
 // formatDuration writes d so that time.ParseDuration reads it back.
@@ -135,36 +136,4 @@ func quote(s string) string {
 	}
 	b.WriteByte('"')
 	return b.String()
-}
-
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("emuconfig: write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(perm); err != nil {
-		return fmt.Errorf("emuconfig: write %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("emuconfig: write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("emuconfig: write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("emuconfig: write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("emuconfig: write %s: %w", path, err)
-	}
-	ok = true
-	return nil
 }

@@ -1,13 +1,14 @@
 package dpstest
 
 import (
+	"github.com/fieldgate/fieldgate/internal/atomicfile"
+
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strconv"
 	"time"
 )
@@ -101,45 +102,8 @@ func (s *Server) saveLocked() error {
 	if err != nil {
 		return fmt.Errorf("dpstest: encoding state: %w", err)
 	}
-	return writeFileAtomic(s.statePath, data)
-}
-
-// writeFileAtomic replaces path with data: temporary file in the same
-// directory, fsync, rename, fsync of the directory. The file is mode 0600.
-func writeFileAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
+	if err := atomicfile.Write(s.statePath, data, 0o600); err != nil {
 		return fmt.Errorf("dpstest: writing state: %w", err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			_ = os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(data); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("dpstest: writing state: %w", err)
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("dpstest: writing state: %w", err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("dpstest: syncing state directory: %w", err)
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("dpstest: syncing state directory: %w", err)
 	}
 	return nil
 }

@@ -175,7 +175,7 @@ func TestPersistFailureRollsBack(t *testing.T) {
 		t.Fatalf("after recovery status = %s; want failed (the FailNext was rolled back, not consumed)", op.Status)
 	}
 	for _, ent := range mustReadDir(t, dir) {
-		if strings.Contains(ent, ".tmp-") {
+		if strings.Contains(ent, ".tmp") {
 			t.Fatalf("temporary file %s left behind", ent)
 		}
 	}
