@@ -1,6 +1,8 @@
 package agent_test
 
 import (
+	"github.com/fieldgate/fieldgate/internal/testlog"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -24,24 +26,6 @@ import (
 	"github.com/fieldgate/fieldgate/agent/telemetry"
 	"github.com/fieldgate/fieldgate/agent/timesync/ntptest"
 )
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // warp advances the fake clock by step every real millisecond until the
 // test ends: agent timers (sampling, backoff, DPS polling, token refresh)
@@ -72,13 +56,13 @@ type harness struct {
 	clk  *clockwork.FakeClock
 	dir  string
 	cfg  string
-	logs *syncBuffer
+	logs *testlog.Buffer
 }
 
 func newHarness(t *testing.T, ac agenttest.AgentConfig) *harness {
 	t.Helper()
 	clk := clockwork.NewFakeClockAt(time.Now().UTC().Truncate(time.Second))
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	emu := agenttest.Start(t, agenttest.Options{Now: clk.Now,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	dir := t.TempDir()
@@ -442,7 +426,7 @@ func TestClockSkewCorrectedByNTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	a, err := agent.New(agent.Options{Config: cfg, Version: "test", Getenv: func(string) string { return "" },
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {

@@ -1,6 +1,8 @@
 package provisioning
 
 import (
+	"github.com/fieldgate/fieldgate/internal/testlog"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -45,24 +47,6 @@ type request struct {
 	status int
 }
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // harness runs a Client against a TLS test server on a fake clock. Every
 // wait Register makes is reported through onWait and the driver advances
 // the fake clock by exactly that much, so tests see exact timings.
@@ -70,7 +54,7 @@ type harness struct {
 	t     *testing.T
 	fc    *clockwork.FakeClock
 	srv   *httptest.Server
-	logs  *syncBuffer
+	logs  *testlog.Buffer
 	opts  Options
 	rands []float64 // jitter values returned in turn (last one repeats); nil → 0.5
 
@@ -82,7 +66,7 @@ type harness struct {
 // newHarness serves h over HTTPS on 127.0.0.1, recording every request.
 func newHarness(t *testing.T, h http.Handler) *harness {
 	t.Helper()
-	hs := &harness{t: t, fc: clockwork.NewFakeClockAt(testEpoch), logs: &syncBuffer{}}
+	hs := &harness{t: t, fc: clockwork.NewFakeClockAt(testEpoch), logs: &testlog.Buffer{}}
 	hs.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		r.Body = io.NopCloser(bytes.NewReader(body))

@@ -1,6 +1,8 @@
 package chaos_test
 
 import (
+	"github.com/fieldgate/fieldgate/internal/testlog"
+
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -232,7 +234,7 @@ func TestSpoolFullAndUnusableStateDir(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		logs := &syncBuf{}
+		logs := &testlog.Buffer{}
 		a, err := agent.New(agent.Options{Config: cfg, Version: "chaos", Getenv: func(string) string { return "" },
 			Logger: slog.New(slog.NewTextHandler(logs, nil))})
 		if err != nil {
@@ -279,7 +281,7 @@ func TestSpoolFullAndUnusableStateDir(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		logs := &syncBuf{}
+		logs := &testlog.Buffer{}
 		a, err := agent.New(agent.Options{Config: cfg, Version: "chaos", Getenv: func(string) string { return "" },
 			Logger: slog.New(slog.NewTextHandler(logs, nil))})
 		if err != nil {
@@ -296,11 +298,3 @@ func TestSpoolFullAndUnusableStateDir(t *testing.T) {
 		record(result{Scenario: "8 state dir unusable", Conditions: "sampling continued in memory with a warning"})
 	})
 }
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fieldgate/fieldgate/internal/testlog"
+
 	"github.com/fieldgate/fieldgate/agent"
 	"github.com/fieldgate/fieldgate/agent/agenttest"
 	"github.com/fieldgate/fieldgate/agent/config"
@@ -40,7 +42,7 @@ func TestTokenStorm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuf{}
+	logs := &testlog.Buffer{}
 	a, err := agent.New(agent.Options{Config: cfg, Version: "chaos", Getenv: func(string) string { return "" },
 		Logger: slog.New(slog.NewTextHandler(logs, nil)), TokenTTL: 3 * time.Second})
 	if err != nil {

@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fieldgate/fieldgate/internal/testlog"
+
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/jonboulle/clockwork"
 
@@ -221,8 +223,8 @@ func TestRunEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ready := make(chan *emulator, 1)
-	logs := &syncBuffer{}
-	out := &syncBuffer{}
+	logs := &testlog.Buffer{}
+	out := &testlog.Buffer{}
 	e := env{stdout: out, stderr: logs, clock: clockwork.NewRealClock(), random: rand.Reader,
 		ready: func(em *emulator) { ready <- em }}
 	exit := make(chan int, 1)
@@ -336,7 +338,7 @@ func TestRunEndToEnd(t *testing.T) {
 	t.Run("watch", func(t *testing.T) {
 		wctx, wcancel := context.WithCancel(ctx)
 		defer wcancel()
-		wout := &syncBuffer{}
+		wout := &testlog.Buffer{}
 		we := env{stdout: wout, stderr: io.Discard, clock: clockwork.NewRealClock(), random: rand.Reader}
 		done := make(chan int, 1)
 		go func() {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/fieldgate/fieldgate/internal/testlog"
+
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -33,24 +35,6 @@ func eventually(t *testing.T, d time.Duration, cond func() bool) bool {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return cond()
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type syncBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestPrintMessage(t *testing.T) {
@@ -170,7 +154,7 @@ func TestWatch(t *testing.T) {
 			f.add(message{DeviceID: "dev2", Body: rec(2)})
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			out := &syncBuffer{}
+			out := &testlog.Buffer{}
 			done := make(chan error, 1)
 			go func() {
 				done <- watch(ctx, watchOptions{
@@ -266,7 +250,7 @@ func TestWatchRetriesUnreachable(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens there now
 	key, _ := sas.ParseKey("c2VydmljZS1rZXk=")
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {

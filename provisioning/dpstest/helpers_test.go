@@ -1,7 +1,8 @@
 package dpstest
 
 import (
-	"bytes"
+	"github.com/fieldgate/fieldgate/internal/testlog"
+
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -73,34 +74,15 @@ func (f *fakeRegistry) upserts() [][2]string {
 	return append([][2]string(nil), f.calls...)
 }
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	// mu guards buf.
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type env struct {
 	s    *Server
 	clk  *clockwork.FakeClock
 	reg  *fakeRegistry
-	logs *syncBuffer
+	logs *testlog.Buffer
 	opts Options
 }
 
-func baseOptions(clk *clockwork.FakeClock, reg *fakeRegistry, logs *syncBuffer) Options {
+func baseOptions(clk *clockwork.FakeClock, reg *fakeRegistry, logs *testlog.Buffer) Options {
 	return Options{
 		IDScope:     testScope,
 		AssignedHub: testHub,
@@ -115,7 +97,7 @@ func baseOptions(clk *clockwork.FakeClock, reg *fakeRegistry, logs *syncBuffer) 
 // newEnv starts a Server on a fake clock at t0; mutate may adjust the options.
 func newEnv(t *testing.T, mutate func(*Options)) *env {
 	t.Helper()
-	e := &env{clk: clockwork.NewFakeClockAt(t0), reg: &fakeRegistry{}, logs: &syncBuffer{}}
+	e := &env{clk: clockwork.NewFakeClockAt(t0), reg: &fakeRegistry{}, logs: &testlog.Buffer{}}
 	e.opts = baseOptions(e.clk, e.reg, e.logs)
 	if mutate != nil {
 		mutate(&e.opts)

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fieldgate/fieldgate/internal/testlog"
+
 	"github.com/jonboulle/clockwork"
 
 	"github.com/fieldgate/fieldgate/sas"
@@ -616,7 +618,7 @@ func TestNewValidates(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			o := baseOptions(clockwork.NewFakeClockAt(t0), &fakeRegistry{}, &syncBuffer{})
+			o := baseOptions(clockwork.NewFakeClockAt(t0), &fakeRegistry{}, &testlog.Buffer{})
 			o.Enrollments = append([]Enrollment(nil), o.Enrollments...)
 			o.Groups = append([]Group(nil), o.Groups...)
 			tc.mutate(&o)

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fieldgate/fieldgate/internal/testlog"
 )
 
 func TestPersistenceAcrossNew(t *testing.T) {
@@ -197,7 +199,7 @@ func mustReadDir(t *testing.T, dir string) []string {
 func TestUnreadableStateIsAnError(t *testing.T) {
 	dir := t.TempDir()
 	mustOK(t, os.Mkdir(filepath.Join(dir, StateFileName), 0o700)) // reading it fails with EISDIR
-	o := baseOptions(newEnv(t, nil).clk, &fakeRegistry{}, &syncBuffer{})
+	o := baseOptions(newEnv(t, nil).clk, &fakeRegistry{}, &testlog.Buffer{})
 	o.StateDir = dir
 	if _, err := New(o); err == nil || !strings.Contains(err.Error(), "dpstest: reading state") {
 		t.Fatalf("New() error = %v; want a read error", err)

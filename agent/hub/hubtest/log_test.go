@@ -1,40 +1,23 @@
 package hubtest
 
 import (
-	"bytes"
+	"github.com/fieldgate/fieldgate/internal/testlog"
+
 	"encoding/json"
 	"log/slog"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/fieldgate/fieldgate/sas"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestLogsHaveNoSecrets drives connections (good and bad tokens), methods and
 // service calls with a debug logger and checks that no key or signature is
 // logged, while the expected one-line events are.
 func TestLogsHaveNoSecrets(t *testing.T) {
-	var buf syncBuffer
+	var buf testlog.Buffer
 	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	h := startHub(t, Options{Logger: log})
 	key := addDevice(t, h, "dev1")
