@@ -388,7 +388,7 @@ func TestSync_unreachableFallback(t *testing.T) {
 				t.Errorf("server requests = %d; want 1", srv.Requests())
 			}
 			// Corrected time is the system clock.
-			if d := abs(s.Now().Sub(time.Now())); d > tolerance {
+			if d := abs(time.Until(s.Now())); d > tolerance {
 				t.Errorf("Now() = %v; want system time", s.Now())
 			}
 		})
