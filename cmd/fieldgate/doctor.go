@@ -22,9 +22,6 @@ Runs every check and prints ✓ (ok), ✗ (failed, with the fix), ! (warning) or
 
 func init() { doctorCmd.run = runDoctor; register(doctorCmd) }
 
-// doctorHooks lets tests replace what the checks touch.
-var doctorHooks func(*doctor.Options)
-
 func runDoctor(ctx context.Context, e *env, args []string) int {
 	fs := doctorCmd.flags()
 	path := fs.String("config", config.DefaultPath, "config `FILE`")
@@ -35,10 +32,7 @@ func runDoctor(ctx context.Context, e *env, args []string) int {
 	}
 	cfg, err := config.Load(*path)
 	o := doctor.Options{Config: cfg, ConfigPath: *path, ConfigErr: err, Timeout: *timeout, Getenv: e.Getenv,
-		Systemctl: systemctlIsActive}
-	if doctorHooks != nil {
-		doctorHooks(&o)
-	}
+		Systemctl: systemctlIsActive, Root: hostRoot}
 	results := doctor.Run(ctx, o)
 	if *asJSON {
 		enc := json.NewEncoder(e.Stdout)

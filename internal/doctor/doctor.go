@@ -29,6 +29,7 @@ import (
 	"github.com/fieldgate/fieldgate/internal/identity"
 	"github.com/fieldgate/fieldgate/provisioning"
 	"github.com/fieldgate/fieldgate/sas"
+	"github.com/jonboulle/clockwork"
 )
 
 // Status of one check.
@@ -70,7 +71,13 @@ type Options struct {
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Systemctl reports "systemctl is-active fieldgate" (nil → skipped).
 	Systemctl func(ctx context.Context) (string, error)
-	// Query overrides NTP queries (tests use a real ntptest server instead).
+	// Clock is the system clock (nil → the real one); the clock check
+	// measures the corrected clock against it.
+	Clock clockwork.Clock
+	// KernelSynced reports whether the kernel clock is synchronized (nil →
+	// adjtimex via timesync).
+	KernelSynced func() (bool, error)
+	// Logger receives debug logs of the checks (nil → discarded).
 	Logger *slog.Logger
 }
 
@@ -102,10 +109,13 @@ func Run(ctx context.Context, o Options) []Result {
 		var d net.Dialer
 		o.Dial = d.DialContext
 	}
+	if o.Clock == nil {
+		o.Clock = clockwork.NewRealClock()
+	}
 	if o.Resolver == nil {
 		o.Resolver = net.DefaultResolver
 	}
-	r := &run{o: o, now: time.Now}
+	r := &run{o: o, now: o.Clock.Now}
 	if o.ConfigErr != nil || o.Config == nil {
 		msg := "no configuration"
 		if o.ConfigErr != nil {
@@ -190,7 +200,8 @@ func (r *run) checkClock(ctx context.Context) {
 		r.add("clock", Skip, "ntp_servers = [] (trusting the system clock)", "")
 		return
 	}
-	s := timesync.New(timesync.Options{Servers: servers, Timeout: min(r.o.Timeout, r.o.Config.Time.SyncTimeout.D()+time.Second), Logger: r.o.Logger})
+	s := timesync.New(timesync.Options{Servers: servers, Timeout: min(r.o.Timeout, r.o.Config.Time.SyncTimeout.D()+time.Second), Logger: r.o.Logger,
+		Clock: r.o.Clock, KernelSynced: r.o.KernelSynced})
 	st, err := s.Sync(ctx)
 	if err != nil || st.Source != timesync.Source("ntp") {
 		kernel := "kernel clock not synchronized"
@@ -203,7 +214,11 @@ func (r *run) checkClock(ctx context.Context) {
 	}
 	r.now = s.Now
 	off := st.Offset
-	detail := fmt.Sprintf("offset %s to %s (stratum %d, rtt %s)", off.Round(time.Millisecond), st.Server, st.Stratum, st.RTT.Round(time.Millisecond))
+	kernel := "kernel clock not synchronized"
+	if st.KernelSynced {
+		kernel = "kernel clock synchronized"
+	}
+	detail := fmt.Sprintf("offset %s to %s (stratum %d, rtt %s); %s", off.Round(time.Millisecond), st.Server, st.Stratum, st.RTT.Round(time.Millisecond), kernel)
 	if math.Abs(float64(off)) > float64(MaxClockOffset) {
 		r.add("clock", Fail, "system clock is off: "+detail,
 			"enable time sync (timedatectl set-ntp true) or set [time] step_system_clock = true with the CAP_SYS_TIME drop-in; fieldgate itself signs with the corrected time")
@@ -340,14 +355,26 @@ func (r *run) checkToken() {
 		r.add("token", Fail, err.Error(), "")
 		return
 	}
-	skew := time.Since(now)
-	exp := tok.ExpiresAt()
+	r.add(tokenSanity(tok.ExpiresAt(), now, r.o.Clock.Now(), ttl))
+}
+
+// tokenSanity judges a token signed at corrected time now with lifetime ttl,
+// as seen from the system clock sys: it must lie in the future and no
+// further than ttl ahead of either clock (beyond MaxClockOffset).
+func tokenSanity(exp, now, sys time.Time, ttl time.Duration) (string, Status, string, string) {
+	diff := now.Sub(sys).Round(time.Millisecond)
+	at := exp.UTC().Format(time.RFC3339)
 	switch {
-	case exp.Before(time.Now()):
-		r.add("token", Fail, fmt.Sprintf("a token signed now expires %s, already past on the system clock", exp.UTC().Format(time.RFC3339)), "fix the system clock")
-	default:
-		r.add("token", OK, fmt.Sprintf("expires %s (ttl %s; corrected vs system clock %s)", exp.UTC().Format(time.RFC3339), ttl, (-skew).Round(time.Millisecond)), "")
+	case !exp.After(now):
+		return "token", Fail, fmt.Sprintf("a token signed now expires %s, not after the corrected clock", at), "set hub.token_ttl to a positive duration"
+	case exp.Sub(now) > ttl+time.Second:
+		return "token", Fail, fmt.Sprintf("a token signed now expires %s, beyond token_ttl %s", at, ttl), "report a bug: the signer does not honour hub.token_ttl"
+	case !exp.After(sys):
+		return "token", Fail, fmt.Sprintf("a token signed now expires %s, already past on the system clock (corrected - system = %s)", at, diff), "fix the system clock (timedatectl set-ntp true)"
+	case exp.Sub(sys) > ttl+MaxClockOffset:
+		return "token", Warn, fmt.Sprintf("a token signed now expires %s, more than token_ttl %s ahead of the system clock (corrected - system = %s)", at, ttl, diff), "fix the system clock (timedatectl set-ntp true)"
 	}
+	return "token", OK, fmt.Sprintf("expires %s (ttl %s; corrected - system clock = %s)", at, ttl, diff), ""
 }
 
 func (r *run) checkConnect(ctx context.Context) {
