@@ -10,7 +10,9 @@ import (
 	"github.com/fieldgate/fieldgate/agent/config"
 )
 
-func fuzzAgent(f *testing.F) *agent.Agent {
+// offlineAgent is an agent with one simulated sensor that never touches
+// the network: enough for the handlers of outside input.
+func offlineAgent(f testing.TB) *agent.Agent {
 	f.Helper()
 	dir := f.TempDir()
 	cfg, err := config.Parse([]byte(`[state]
@@ -44,7 +46,7 @@ func FuzzApplyDesired(f *testing.F) {
 		`{"outputs":{"relay":true}}`, `{"$version":"x"}`, `[]`, `{"sensors":[1]}`, `{"telemetryInterval":1e308}`, `{"a":{"b":{"c":{}}}}`} {
 		f.Add([]byte(s))
 	}
-	a := fuzzAgent(f)
+	a := offlineAgent(f)
 	f.Fuzz(func(t *testing.T, doc []byte) {
 		acks, err := a.ApplyDesired(doc)
 		if err != nil {
@@ -63,7 +65,7 @@ func FuzzCallMethod(f *testing.F) {
 		{"getDiagnostics", ``}, {"readSensors", `{"sensor":`}, {"nope", `null`}, {"setOutput", `{"name":1}`}} {
 		f.Add(s[0], []byte(s[1]))
 	}
-	a := fuzzAgent(f)
+	a := offlineAgent(f)
 	f.Fuzz(func(t *testing.T, name string, payload []byte) {
 		if name == agent.MethodRestart {
 			return
