@@ -27,7 +27,7 @@ trap cleanup EXIT INT TERM
 pids+=($!)
 
 # Wait (bounded) for the emulator's HTTPS listener before starting the agent.
-https=$(sed -n 's/^https_addr *= *"\(.*\)"/\1/p' "$DIR/emulator.toml")
+https=$(sed -n 's/^https_addr *= *"\([^"]*\)".*/\1/p' "$DIR/emulator.toml")
 https=${https:-127.0.0.1:8443}
 for _ in $(seq 1 100); do
 	if (exec 3<>"/dev/tcp/${https%:*}/${https##*:}") 2>/dev/null; then break; fi
