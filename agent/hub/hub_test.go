@@ -35,11 +35,13 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	start := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
 	clk := clockwork.NewFakeClockAt(start)
-	ca, err := devcert.NewCA(time.Now())
+	// Certificates are valid around the fake clock, not the real one: TLS is
+	// verified on the client's (injected) clock.
+	ca, err := devcert.NewCA(start)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := ca.Issue([]string{"localhost"}, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour))
+	cert, err := ca.Issue([]string{"localhost"}, start.Add(-time.Hour), start.Add(24*time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -397,7 +399,7 @@ func TestWithheldPubackIsConnectionLost(t *testing.T) {
 
 func TestTLSRefusals(t *testing.T) {
 	e := newEnv(t)
-	other, err := devcert.NewCA(time.Now())
+	other, err := devcert.NewCA(e.start)
 	if err != nil {
 		t.Fatal(err)
 	}
