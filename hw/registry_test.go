@@ -37,7 +37,7 @@ func TestOpenSensor(t *testing.T) {
 		wantErr []string
 	}{
 		{"simulated", config.Sensor{Name: "env", Kind: "simulated", Values: []string{"temperature_c"}}, nil},
-		{"unknown kind", config.Sensor{Name: "th", Kind: "sht99"}, []string{`sensor "th"`, `kind "sht99"`, "available: bme280, bmp280, gpio_in, simulated, system"}},
+		{"unknown kind", config.Sensor{Name: "th", Kind: "sht99"}, []string{`sensor "th"`, `kind "sht99"`, "available: ads1115, aht20, bme280, bmp280, ds18b20, gpio_in, i2c_register, ina219, mcp9808, simulated, system"}},
 		{"factory error", config.Sensor{Name: "empty", Kind: "simulated"}, []string{"no values"}},
 	}
 	for _, tt := range tests {

@@ -203,8 +203,48 @@ type Sensor struct {
 	// Debounce ignores edges closer together than this.
 	Debounce Duration `toml:"debounce,omitempty" json:"debounce,omitzero"`
 
+	// Register is the first register an "i2c_register" sensor reads (default 0x00).
+	Register int `toml:"register,omitempty" json:"register,omitempty"`
+	// Length is how many bytes an "i2c_register" sensor reads: 1 to 4 (default 2).
+	Length int `toml:"length,omitempty" json:"length,omitempty"`
+	// Signed reads the "i2c_register" bytes as a two's-complement integer.
+	Signed bool `toml:"signed,omitempty" json:"signed,omitempty"`
+	// ByteOrder is "big" (most significant byte first, the default) or "little".
+	ByteOrder string `toml:"byte_order,omitempty" json:"byte_order,omitempty"`
+	// Scale multiplies the raw integer of an "i2c_register" sensor (default 1).
+	Scale float64 `toml:"scale,omitempty" json:"scale,omitempty"`
+	// Offset is added after scaling.
+	Offset float64 `toml:"offset,omitempty" json:"offset,omitempty"`
+	// Value names the reading of an "i2c_register" sensor, e.g. "temperature_c".
+	Value string `toml:"value,omitempty" json:"value,omitempty"`
+	// ShuntOhms is the shunt resistor of an "ina219" (default 0.1).
+	ShuntOhms float64 `toml:"shunt_ohms,omitempty" json:"shunt_ohms,omitempty"`
+	// MaxCurrentA is the largest current an "ina219" must measure (default 3.2).
+	MaxCurrentA float64 `toml:"max_current_a,omitempty" json:"max_current_a,omitempty"`
+	// Channels are the inputs an "ads1115" converts, one reading value each.
+	Channels []ADCChannel `toml:"channels,omitempty" json:"channels,omitempty"`
+	// Device selects one 1-wire sensor of a "ds18b20", e.g. "28-0316a2795aff";
+	// empty reads every DS18B20 the kernel lists.
+	Device string `toml:"device,omitempty" json:"device,omitempty"`
+
 	// inherited is true when Interval came from telemetry.interval.
 	inherited bool
+}
+
+// ADCChannel is one [[sensor.channels]] table of an "ads1115".
+type ADCChannel struct {
+	// Input is "A0".."A3" (single-ended against GND) or a differential pair
+	// "A0-A1", "A0-A3", "A1-A3", "A2-A3".
+	Input string `toml:"input" json:"input"`
+	// FullScaleV selects the gain: ±6.144, 4.096 (default), 2.048, 1.024,
+	// 0.512 or 0.256 volts.
+	FullScaleV float64 `toml:"full_scale_v,omitempty" json:"full_scale_v,omitempty"`
+	// Value names the reading; default "a0_v" (or "a0_a1_v" for a pair).
+	Value string `toml:"value,omitempty" json:"value,omitempty"`
+	// Scale multiplies the measured volts (default 1); Offset is added after,
+	// so a 0–10 V divider or a 4–20 mA shunt reads in its own unit.
+	Scale  float64 `toml:"scale,omitempty" json:"scale,omitempty"`
+	Offset float64 `toml:"offset,omitempty" json:"offset,omitempty"`
 }
 
 // InheritsInterval reports whether the sensor has no interval of its own and

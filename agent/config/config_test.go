@@ -263,7 +263,7 @@ func TestKeySource(t *testing.T) {
 }
 
 func TestKindTables(t *testing.T) {
-	if got := SensorKinds(); !reflect.DeepEqual(got, []string{"bme280", "bmp280", "gpio_in", "simulated", "system"}) {
+	if got := SensorKinds(); !reflect.DeepEqual(got, []string{"ads1115", "aht20", "bme280", "bmp280", "ds18b20", "gpio_in", "i2c_register", "ina219", "mcp9808", "simulated", "system"}) {
 		t.Fatalf("SensorKinds() = %v", got)
 	}
 	if got := OutputKinds(); !reflect.DeepEqual(got, []string{"gpio"}) {

@@ -65,6 +65,150 @@ var sensorKinds = map[string]sensorKind{
 	"system": {
 		summary: "gateway health: SoC temperature, load, memory, disk free, uptime",
 	},
+	"aht20": {
+		summary:  "Aosong AHT20 temperature and humidity over I2C (periph aht20)",
+		required: []string{"bus"},
+		optional: []string{"address"},
+		defaults: defaultAddress(0x38),
+	},
+	"mcp9808": {
+		summary:  "Microchip MCP9808 ±0.25 °C temperature over I2C (periph mcp9808)",
+		required: []string{"bus"},
+		optional: []string{"address"},
+		defaults: defaultAddress(0x18),
+	},
+	"ina219": {
+		summary:  "TI INA219 bus voltage, current and power over I2C (periph ina219)",
+		required: []string{"bus"},
+		optional: []string{"address", "shunt_ohms", "max_current_a"},
+		defaults: func(s *Sensor, src *sourceIndex, i int) {
+			defaultAddress(0x40)(s, src, i)
+			setFloat(&s.ShuntOhms, DefaultShuntOhms, src, sensorKey(i, "shunt_ohms"))
+			setFloat(&s.MaxCurrentA, DefaultMaxCurrentA, src, sensorKey(i, "max_current_a"))
+		},
+		check: checkINA219,
+	},
+	"ads1115": {
+		summary:  "TI ADS1115 16-bit ADC over I2C, channels with gain (periph ads1x15)",
+		required: []string{"bus", "channels"},
+		optional: []string{"address"},
+		defaults: func(s *Sensor, src *sourceIndex, i int) {
+			defaultAddress(0x48)(s, src, i)
+			for j := range s.Channels {
+				c := &s.Channels[j]
+				k := fmt.Sprintf("%s[%d]", sensorKey(i, "channels"), j)
+				setFloat(&c.FullScaleV, DefaultFullScaleV, src, k+".full_scale_v")
+				setFloat(&c.Scale, 1, src, k+".scale")
+				if c.Value == "" && reADCInput.MatchString(c.Input) {
+					c.Value = strings.ReplaceAll(strings.ToLower(c.Input), "-", "_") + "_v"
+				}
+			}
+		},
+		check: checkADS1115,
+	},
+	"i2c_register": {
+		summary:  "any I2C chip: read 1-4 bytes from a register, scale and offset them",
+		required: []string{"bus", "address", "value"},
+		optional: []string{"register", "length", "signed", "byte_order", "scale", "offset"},
+		defaults: func(s *Sensor, src *sourceIndex, i int) {
+			if s.Length == 0 && !src.has(sensorKey(i, "length")) {
+				s.Length = 2
+			}
+			setStr(&s.ByteOrder, "big")
+			setFloat(&s.Scale, 1, src, sensorKey(i, "scale"))
+		},
+		check: checkI2CRegister,
+	},
+	"ds18b20": {
+		summary:  "Maxim DS18B20 1-wire temperature through the kernel w1 driver (dtoverlay=w1-gpio)",
+		optional: []string{"device"},
+	},
+}
+
+// Defaults of the hardware kinds.
+const (
+	DefaultShuntOhms   = 0.1 // Ω, the common breakout boards
+	DefaultMaxCurrentA = 3.2 // A, the breakout's range with 0.1 Ω at ±320 mV
+	DefaultFullScaleV  = 4.096
+)
+
+// ADS1115FullScales are the programmable full-scale ranges of the ADS1115, in volts.
+var ADS1115FullScales = []float64{6.144, 4.096, 2.048, 1.024, 0.512, 0.256}
+
+// setFloat applies a default to an unset number; an explicit 0 in the source
+// is kept so validation can name it.
+func setFloat(p *float64, def float64, src *sourceIndex, key string) {
+	if *p == 0 && !src.has(key) {
+		*p = def
+	}
+}
+
+func checkINA219(s Sensor, key func(string) string, ps *problems) {
+	if !(s.ShuntOhms > 0 && s.ShuntOhms <= 100) {
+		ps.add(key("shunt_ohms"), s.ShuntOhms, "must be more than 0 and at most 100 ohms",
+			"the value printed on the shunt resistor, e.g. 0.1 (R100)")
+	}
+	if !(s.MaxCurrentA > 0 && s.MaxCurrentA <= 100) {
+		ps.add(key("max_current_a"), s.MaxCurrentA, "must be more than 0 and at most 100 A",
+			"the largest current the circuit draws, e.g. 3.2")
+	}
+}
+
+func checkADS1115(s Sensor, key func(string) string, ps *problems) {
+	if len(s.Channels) > 8 {
+		ps.add(key("channels"), rawValue(fmt.Sprintf("[%d channels]", len(s.Channels))), "has more than 8 channels",
+			"the ADS1115 has 4 single-ended inputs and 4 differential pairs")
+	}
+	seenIn, seenVal := map[string]int{}, map[string]int{}
+	for j, c := range s.Channels {
+		ck := func(k string) string { return fmt.Sprintf("%s[%d].%s", key("channels"), j, k) }
+		switch {
+		case c.Input == "":
+			ps.add(ck("input"), nil, "is required", `"A0".."A3", or a pair "A0-A1", "A0-A3", "A1-A3", "A2-A3"`)
+		case !reADCInput.MatchString(c.Input):
+			ps.add(ck("input"), c.Input, "is not an ADS1115 input", `"A0".."A3", or a pair "A0-A1", "A0-A3", "A1-A3", "A2-A3"`)
+		default:
+			if prev, dup := seenIn[c.Input]; dup {
+				ps.add(ck("input"), c.Input, fmt.Sprintf("is already read by channels[%d]", prev), "list each input once")
+			}
+			seenIn[c.Input] = j
+		}
+		if !slices.Contains(ADS1115FullScales, c.FullScaleV) {
+			ps.add(ck("full_scale_v"), c.FullScaleV, "is not a full-scale range of the ADS1115",
+				"one of 6.144, 4.096, 2.048, 1.024, 0.512, 0.256 (volts; pick the smallest above your largest input)")
+		}
+		checkValueName(ps, ck("value"), c.Value)
+		if c.Value != "" {
+			if prev, dup := seenVal[c.Value]; dup {
+				ps.add(ck("value"), c.Value, fmt.Sprintf("is already the value of channels[%d]", prev), "give each channel its own value name")
+			}
+			seenVal[c.Value] = j
+		}
+		if c.Scale == 0 {
+			ps.add(ck("scale"), c.Scale, "must not be 0 (every reading would be 0)", "1 for volts, or the divider ratio")
+		}
+	}
+}
+
+func checkI2CRegister(s Sensor, key func(string) string, ps *problems) {
+	if s.Register < 0 || s.Register > 0xff {
+		ps.add(key("register"), rawValue(fmt.Sprintf("0x%x", s.Register)), "is outside 0x00..0xff", "the register address from the chip's datasheet, e.g. 0x05")
+	}
+	if s.Length < 1 || s.Length > 4 {
+		ps.add(key("length"), s.Length, "must be 1 to 4 bytes", "e.g. 2 for a 16-bit register")
+	}
+	checkEnum(ps, key("byte_order"), s.ByteOrder, []string{"big", "little"}, "most I2C chips send the high byte first (big)")
+	checkValueName(ps, key("value"), s.Value)
+	if s.Scale == 0 {
+		ps.add(key("scale"), s.Scale, "must not be 0 (every reading would be 0)", "the datasheet's LSB weight, e.g. 0.0625")
+	}
+}
+
+// checkValueName checks a reading value name.
+func checkValueName(ps *problems, key, v string) {
+	if !reValueName.MatchString(v) {
+		ps.add(key, v, "value names use only a-z, 0-9 and _ (at most 64)", `name the quantity and its unit, e.g. "temperature_c"`)
+	}
 }
 
 // defaultAddress fills a default I2C address.
@@ -97,6 +241,11 @@ var sensorKeyChecks = map[string]func(s Sensor, key string, ps *problems){
 	"edge": func(s Sensor, key string, ps *problems) {
 		checkEnum(ps, key, s.Edge, []string{"none", "rising", "falling", "both"}, "")
 	},
+	"device": func(s Sensor, key string, ps *problems) {
+		if !reW1Device.MatchString(s.Device) {
+			ps.add(key, s.Device, "is not a DS18B20 1-wire id", `as listed in /sys/bus/w1/devices, e.g. "28-0316a2795aff"`)
+		}
+	},
 	"debounce": func(s Sensor, key string, ps *problems) {
 		checkDuration(ps, key, s.Debounce, 0, time.Second, "contact bounce settles within a few ms; more than 1s would swallow real events", `e.g. "20ms"`)
 	},
@@ -106,6 +255,8 @@ var (
 	reI2CBus    = regexp.MustCompile(`^([0-9]{1,3}|/dev/i2c-[0-9]{1,3})$`)
 	rePin       = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,31}$`)
 	reValueName = regexp.MustCompile(`^[a-z0-9_]{1,64}$`)
+	reADCInput  = regexp.MustCompile(`^(A[0-3]|A0-A1|A0-A3|A1-A3|A2-A3)$`)
+	reW1Device  = regexp.MustCompile(`^28-[0-9a-f]{12}$`)
 )
 
 func checkPin(pin, key string, ps *problems) {

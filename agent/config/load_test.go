@@ -27,8 +27,8 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown key in the second sensor gets its index",
 			doc: minimal + "[[sensor]]\nname=\"a\"\nkind=\"simulated\"\nvalues=[\"x\"]\n" +
-				"[[sensor]]\nname=\"b\"\nkind=\"simulated\"\nvalues=[\"x\"]\nvalue = 1\n",
-			want: []Problem{{Key: "sensor[1].value", Line: 15, Fix: `did you mean "values"?`}},
+				"[[sensor]]\nname=\"b\"\nkind=\"simulated\"\nvalues=[\"x\"]\nvaluess = 1\n",
+			want: []Problem{{Key: "sensor[1].valuess", Line: 15, Fix: `did you mean "values"?`}},
 		},
 		{
 			name: "syntax error has row and column",

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -86,7 +87,7 @@ func TestValidateProblems(t *testing.T) {
 		{"sensor name chars", sensor("") + "[[sensor]]\nname = \"Living Room\"\nkind = \"simulated\"\nvalues = [\"a\"]\n", "sensor[1].name", []string{"a-z", `"living_room"`}},
 		{"sensor name duplicate", sensor("") + "[[sensor]]\nname = \"env\"\nkind = \"simulated\"\nvalues = [\"a\"]\n", "sensor[1].name", []string{"sensor[0]", "unique"}},
 		{"sensor kind missing", minimal + "[[sensor]]\nname = \"a\"\n", "sensor[0].kind", []string{"required", "simulated"}},
-		{"sensor kind unknown", minimal + "[[sensor]]\nname = \"a\"\nkind = \"bme281\"\n", "sensor[0].kind", []string{`"bme281"`, "one of: bme280, bmp280, gpio_in, simulated, system"}},
+		{"sensor kind unknown", minimal + "[[sensor]]\nname = \"a\"\nkind = \"bme281\"\n", "sensor[0].kind", []string{`"bme281"`, "one of: ads1115, aht20, bme280, bmp280, ds18b20, gpio_in, i2c_register, ina219, mcp9808, simulated, system"}},
 		{"sensor interval", sensor("interval = \"50ms\"\n"), "sensor[0].interval", []string{"at least 100ms"}},
 		{"hardware key on simulated", sensor("pin = \"GPIO4\"\n"), "sensor[0].pin", []string{`not used by sensor kind "simulated"`, "values, period, seed"}},
 		{"zero-valued hardware key still counts", sensor("address = 0\n"), "sensor[0].address", []string{"not used"}},
@@ -98,6 +99,20 @@ func TestValidateProblems(t *testing.T) {
 		{"period too short", sensor("period = \"100ms\"\n"), "sensor[0].period", []string{"at least 1s"}},
 		{"bme280 without bus", minimal + "[[sensor]]\nname = \"a\"\nkind = \"bme280\"\n", "sensor[0].bus", []string{"required"}},
 		{"bme280 bad address", minimal + "[[sensor]]\nname = \"a\"\nkind = \"bme280\"\nbus = \"1\"\naddress = 0x80\n", "sensor[0].address", []string{"0x03..0x77"}},
+		{"ina219 zero shunt", minimal + "[[sensor]]\nname = \"pwr\"\nkind = \"ina219\"\nbus = \"1\"\nshunt_ohms = 0.0\n", "sensor[0].shunt_ohms", []string{"more than 0", "R100"}},
+		{"ina219 negative current", minimal + "[[sensor]]\nname = \"pwr\"\nkind = \"ina219\"\nbus = \"1\"\nmax_current_a = -1.0\n", "sensor[0].max_current_a", []string{"more than 0"}},
+		{"ads1115 without channels", minimal + "[[sensor]]\nname = \"adc\"\nkind = \"ads1115\"\nbus = \"1\"\n", "sensor[0].channels", []string{`required for sensor kind "ads1115"`}},
+		{"ads1115 bad input", minimal + "[[sensor]]\nname = \"adc\"\nkind = \"ads1115\"\nbus = \"1\"\n[[sensor.channels]]\ninput = \"A4\"\n", "sensor[0].channels[0].input", []string{`"A4"`, "A0-A1"}},
+		{"ads1115 bad gain", minimal + "[[sensor]]\nname = \"adc\"\nkind = \"ads1115\"\nbus = \"1\"\n[[sensor.channels]]\ninput = \"A0\"\nfull_scale_v = 5.0\n", "sensor[0].channels[0].full_scale_v", []string{"6.144", "0.256"}},
+		{"ads1115 duplicate input", minimal + "[[sensor]]\nname = \"adc\"\nkind = \"ads1115\"\nbus = \"1\"\n[[sensor.channels]]\ninput = \"A0\"\n[[sensor.channels]]\ninput = \"A0\"\nvalue = \"other_v\"\n", "sensor[0].channels[1].input", []string{"channels[0]"}},
+		{"ads1115 duplicate value", minimal + "[[sensor]]\nname = \"adc\"\nkind = \"ads1115\"\nbus = \"1\"\n[[sensor.channels]]\ninput = \"A0\"\nvalue = \"x_v\"\n[[sensor.channels]]\ninput = \"A1\"\nvalue = \"x_v\"\n", "sensor[0].channels[1].value", []string{"channels[0]"}},
+		{"ads1115 zero scale", minimal + "[[sensor]]\nname = \"adc\"\nkind = \"ads1115\"\nbus = \"1\"\n[[sensor.channels]]\ninput = \"A0\"\nscale = 0.0\n", "sensor[0].channels[0].scale", []string{"must not be 0"}},
+		{"i2c_register without value", minimal + "[[sensor]]\nname = \"t\"\nkind = \"i2c_register\"\nbus = \"1\"\naddress = 0x48\n", "sensor[0].value", []string{"required"}},
+		{"i2c_register length", minimal + "[[sensor]]\nname = \"t\"\nkind = \"i2c_register\"\nbus = \"1\"\naddress = 0x48\nvalue = \"t_c\"\nlength = 8\n", "sensor[0].length", []string{"1 to 4"}},
+		{"i2c_register register", minimal + "[[sensor]]\nname = \"t\"\nkind = \"i2c_register\"\nbus = \"1\"\naddress = 0x48\nvalue = \"t_c\"\nregister = 0x100\n", "sensor[0].register", []string{"0x100", "0x00..0xff"}},
+		{"i2c_register byte order", minimal + "[[sensor]]\nname = \"t\"\nkind = \"i2c_register\"\nbus = \"1\"\naddress = 0x48\nvalue = \"t_c\"\nbyte_order = \"msb\"\n", "sensor[0].byte_order", []string{`"big", "little"`}},
+		{"i2c_register value name", minimal + "[[sensor]]\nname = \"t\"\nkind = \"i2c_register\"\nbus = \"1\"\naddress = 0x48\nvalue = \"Temp\"\n", "sensor[0].value", []string{`"Temp"`, "a-z"}},
+		{"ds18b20 bad device", minimal + "[[sensor]]\nname = \"probe\"\nkind = \"ds18b20\"\ndevice = \"10-abc\"\n", "sensor[0].device", []string{`"10-abc"`, "/sys/bus/w1/devices"}},
 		{"gpio_in bad edge", minimal + "[[sensor]]\nname = \"door\"\nkind = \"gpio_in\"\npin = \"GPIO17\"\nedge = \"up\"\n", "sensor[0].edge", []string{"rising"}},
 		{"output kind unknown", minimal + "[[output]]\nname = \"relay\"\nkind = \"pwm\"\n", "output[0].kind", []string{"not a known output kind"}},
 		{"output initial", minimal + "[[output]]\nname = \"relay\"\nkind = \"gpio\"\npin = \"GPIO27\"\ninitial = \"on\"\n", "output[0].initial", []string{`"low", "high"`}},
@@ -269,6 +284,81 @@ func TestHardwareKeyChecks(t *testing.T) {
 			}
 			if len(ps.list) != 1 || !strings.Contains(ps.list[0].String(), tt.wantErr) {
 				t.Fatalf("problems = %v, want one containing %q", ps.list, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestHardwareKindDefaults(t *testing.T) {
+	doc := minimal + `
+[[sensor]]
+name = "pwr"
+kind = "ina219"
+bus = "1"
+
+[[sensor]]
+name = "adc"
+kind = "ads1115"
+bus = "/dev/i2c-1"
+[[sensor.channels]]
+input = "A0"
+[[sensor.channels]]
+input = "A2-A3"
+full_scale_v = 0.256
+value = "shunt_v"
+scale = 2.5
+offset = -1.0
+
+[[sensor]]
+name = "tmp102"
+kind = "i2c_register"
+bus = "1"
+address = 0x48
+value = "temperature_c"
+signed = true
+scale = 0.00390625
+
+[[sensor]]
+name = "probe"
+kind = "ds18b20"
+
+[[sensor]]
+name = "th"
+kind = "aht20"
+bus = "1"
+
+[[sensor]]
+name = "precise"
+kind = "mcp9808"
+bus = "1"
+`
+	c, err := Parse([]byte(doc), "test.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		got, want any
+	}{
+		{"ina219 address", c.Sensors[0].Address, 0x40},
+		{"ina219 shunt", c.Sensors[0].ShuntOhms, DefaultShuntOhms},
+		{"ina219 max current", c.Sensors[0].MaxCurrentA, DefaultMaxCurrentA},
+		{"ads1115 address", c.Sensors[1].Address, 0x48},
+		{"ads1115 default channel", c.Sensors[1].Channels[0], ADCChannel{Input: "A0", FullScaleV: DefaultFullScaleV, Value: "a0_v", Scale: 1}},
+		{"ads1115 explicit channel", c.Sensors[1].Channels[1], ADCChannel{Input: "A2-A3", FullScaleV: 0.256, Value: "shunt_v", Scale: 2.5, Offset: -1}},
+		{"i2c_register register", c.Sensors[2].Register, 0},
+		{"i2c_register length", c.Sensors[2].Length, 2},
+		{"i2c_register byte order", c.Sensors[2].ByteOrder, "big"},
+		{"i2c_register scale", c.Sensors[2].Scale, 0.00390625},
+		{"i2c_register signed", c.Sensors[2].Signed, true},
+		{"ds18b20 device", c.Sensors[3].Device, ""},
+		{"aht20 address", c.Sensors[4].Address, 0x38},
+		{"mcp9808 address", c.Sensors[5].Address, 0x18},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !reflect.DeepEqual(tt.got, tt.want) {
+				t.Errorf("got %#v, want %#v", tt.got, tt.want)
 			}
 		})
 	}
