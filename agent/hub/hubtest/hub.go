@@ -265,7 +265,7 @@ func (h *Hub) Start() error {
 	if h.opts.TLSConfig != nil {
 		ln = tls.NewListener(ln, h.opts.TLSConfig)
 	}
-	if err := h.srv.AddListener(listeners.NewNet(tcpListenerID, ln)); err != nil {
+	if err := h.srv.AddListener(trackedNet{Net: listeners.NewNet(tcpListenerID, ln), t: &h.tracked}); err != nil {
 		_ = ln.Close()
 		return fmt.Errorf("hubtest: add MQTT listener: %w", err)
 	}
@@ -323,7 +323,7 @@ func (h *Hub) Close() error {
 		h.tracked.closeAll()
 		done := make(chan struct{})
 		go func() {
-			h.srv.Listeners.ClientsWg.Wait()
+			h.tracked.wait()
 			close(done)
 		}()
 		select {

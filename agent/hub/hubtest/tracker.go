@@ -3,6 +3,8 @@ package hubtest
 import (
 	"net"
 	"sync"
+
+	"github.com/mochi-mqtt/server/v2/listeners"
 )
 
 // tracker remembers every raw connection handed to the broker, so Close can
@@ -10,12 +12,55 @@ import (
 // mochi. mochi v2.7.9's Server.Close can deadlock when a client is still
 // being removed while it closes its listeners (Clients.GetByListener takes
 // its read lock twice); with every connection gone first, that cannot happen.
+//
+// It also counts the broker sessions in flight (begin/end around mochi's
+// EstablishConnection), so Close can wait for them: mochi's own ClientsWg is
+// incremented inside the session goroutine, which races with a concurrent
+// Wait (the race detector reports it); here the increment happens under mu
+// and never after closeAll.
 type tracker struct {
-	// mu guards the fields below.
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	closed bool
+	// mu guards the fields below, and orders sessions.Add before Wait.
+	mu       sync.Mutex
+	conns    map[net.Conn]struct{}
+	closed   bool
+	sessions sync.WaitGroup
 }
+
+// begin registers a broker session; false once the tracker is closed.
+func (t *tracker) begin() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	t.sessions.Add(1)
+	return true
+}
+
+func (t *tracker) end() { t.sessions.Done() }
+
+// wrap returns establish counted as a session; connections arriving after
+// closeAll are closed unserved.
+func (t *tracker) wrap(establish listeners.EstablishFn) listeners.EstablishFn {
+	return func(id string, c net.Conn) error {
+		if !t.begin() {
+			return c.Close()
+		}
+		defer t.end()
+		return establish(id, c)
+	}
+}
+
+// wait waits until every session has ended (call after closeAll).
+func (t *tracker) wait() { t.sessions.Wait() }
+
+// trackedNet is mochi's TCP listener with its sessions counted.
+type trackedNet struct {
+	*listeners.Net
+	t *tracker
+}
+
+func (l trackedNet) Serve(establish listeners.EstablishFn) { l.Net.Serve(l.t.wrap(establish)) }
 
 // add records c; it closes c and returns false once the tracker is closed.
 func (t *tracker) add(c net.Conn) bool {

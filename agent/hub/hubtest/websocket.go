@@ -100,7 +100,7 @@ func (h *Hub) WebSocketHandler() http.Handler {
 			return
 		}
 		defer h.tracked.remove(raw)
-		if err := establish(wsListenerID, &wsConn{Conn: raw, c: c}); err != nil {
+		if err := h.tracked.wrap(establish)(wsListenerID, &wsConn{Conn: raw, c: c}); err != nil {
 			h.log.Debug("websocket MQTT connection ended", "error", err)
 		}
 	})
