@@ -130,9 +130,15 @@ type Options struct {
 	StepSystemClock bool
 	// StepThreshold for StepSystemClock; default 1s.
 	StepThreshold time.Duration
-	// Clock provides monotonic timers and the base wall clock; nil means
-	// the real clock.
+	// Clock provides timers and elapsed time; nil means the real clock.
+	// Elapsed time is measured as the difference of two Clock.Now readings,
+	// which for the real clock use the monotonic clock.
 	Clock clockwork.Clock
+	// Wall reads the system wall clock, which an operator or another daemon
+	// may step at any time; nil means Clock.Now. Tests inject a wall clock
+	// that steps while Clock runs on, as a real system clock does against
+	// the monotonic one.
+	Wall func() time.Time
 	// Query performs one NTP query against host with opts.Port set from the
 	// server's ":port" (or 123). It must honour opts.Timeout and ctx. Nil
 	// means beevik/ntp's QueryWithOptions.
@@ -151,10 +157,13 @@ type Options struct {
 }
 
 // estimate anchors corrected time: at clock reading base (which carries the
-// monotonic reading when the clock is real) the system clock was off by
-// offset. It is immutable once published.
+// monotonic reading when the clock is real) the system wall clock read wall
+// and was off by offset. Corrected time advances from wall+offset by the
+// elapsed time on the clock, so a later step of the system wall clock does
+// not move it. It is immutable once published.
 type estimate struct {
 	base   time.Time
+	wall   time.Time // no monotonic reading
 	offset time.Duration
 }
 
@@ -168,6 +177,7 @@ type Syncer struct {
 	stepThreshold  time.Duration
 	jumpThreshold  time.Duration
 	clock          clockwork.Clock
+	wall           func() time.Time
 	injectedClock  bool
 	query          func(context.Context, string, ntp.QueryOptions) (*ntp.Response, error)
 	kernelSynced   func() (bool, error)
@@ -201,7 +211,8 @@ func New(o Options) *Syncer {
 		stepThreshold:  o.StepThreshold,
 		jumpThreshold:  o.JumpThreshold,
 		clock:          o.Clock,
-		injectedClock:  o.Clock != nil,
+		wall:           o.Wall,
+		injectedClock:  o.Clock != nil || o.Wall != nil,
 		query:          o.Query,
 		kernelSynced:   o.KernelSynced,
 		setSystemClock: o.SetSystemClock,
@@ -224,6 +235,9 @@ func New(o Options) *Syncer {
 	if s.clock == nil {
 		s.clock = clockwork.NewRealClock()
 	}
+	if s.wall == nil {
+		s.wall = s.clock.Now
+	}
 	if s.query == nil {
 		s.query = ntpQuery
 	}
@@ -243,19 +257,26 @@ func New(o Options) *Syncer {
 	return s
 }
 
-// Now returns corrected UTC wall time: the injected clock plus the measured
-// offset, advanced monotonically since the measurement. Before any valid NTP
-// answer it is the injected clock's time. It carries no monotonic reading.
+// Now returns corrected UTC wall time: the system wall clock plus the
+// measured offset at the last measurement, advanced by the clock's elapsed
+// (monotonic) time since. Before any valid NTP answer it is the system wall
+// clock. It carries no monotonic reading.
 func (s *Syncer) Now() time.Time {
-	return s.correctedAt(s.clock.Now())
-}
-
-func (s *Syncer) correctedAt(now time.Time) time.Time {
 	e := s.est.Load()
 	if e == nil {
-		return now.UTC()
+		return s.wall().Round(0).UTC()
 	}
-	return e.base.Round(0).Add(e.offset + now.Sub(e.base)).UTC()
+	return e.correctedAt(s.clock.Now())
+}
+
+// correctedAt is the corrected time at clock reading now.
+func (e *estimate) correctedAt(now time.Time) time.Time {
+	return e.wall.Add(e.offset + now.Sub(e.base)).UTC()
+}
+
+// newEstimate anchors offset at the current clock and wall readings.
+func (s *Syncer) newEstimate(offset time.Duration) *estimate {
+	return &estimate{base: s.clock.Now(), wall: s.wall().Round(0), offset: offset}
 }
 
 // Status returns a snapshot of the current state.
@@ -288,7 +309,7 @@ func (s *Syncer) WaitSynced(ctx context.Context, max time.Duration) bool {
 		return false
 	case <-t.Chan():
 		s.log.Warn("timesync: time still not verified; proceeding on the unverified system clock",
-			"waited", max, "system_time", s.clock.Now().UTC(), "last_error", s.Status().LastError)
+			"waited", max, "system_time", s.wall().UTC(), "last_error", s.Status().LastError)
 		return false
 	}
 }
@@ -407,7 +428,7 @@ func (s *Syncer) queryOne(ctx context.Context, server string) result {
 	if s.injectedClock {
 		// Measure against the injected clock so that Now (which is based on
 		// it) is corrected by exactly the measured offset.
-		opts.GetSystemTime = s.clock.Now
+		opts.GetSystemTime = s.wall
 	}
 	resp, err := s.query(ctx, host, opts)
 	switch {
@@ -433,33 +454,37 @@ func (s *Syncer) queryOne(ctx context.Context, server string) result {
 // apply installs the offset of a valid answer, logs jumps and optionally
 // steps the system clock.
 func (s *Syncer) apply(r *result, kernel bool) Status {
-	now := s.clock.Now()
+	e := s.newEstimate(r.resp.ClockOffset)
 	prev := s.est.Load()
 	oldOffset := time.Duration(0)
 	if prev != nil {
 		// The offset currently in effect, including any system clock step
 		// since the last measurement.
-		oldOffset = s.correctedAt(now).Sub(now.Round(0))
+		oldOffset = prev.correctedAt(e.base).Sub(e.wall)
 	}
-	offset := r.resp.ClockOffset
-	if change := offset - oldOffset; abs(change) > s.jumpThreshold {
-		if prev == nil {
-			s.log.Warn("timesync: system clock differs from NTP time; serving corrected time",
-				"server", r.server, "offset", offset, "system_time", now.UTC(), "ntp_time", now.Round(0).Add(offset).UTC())
-		} else {
-			s.log.Warn("timesync: corrected clock jumped",
-				"server", r.server, "old_offset", oldOffset, "new_offset", offset, "change", change)
-		}
+	offset := e.offset
+	change := offset - oldOffset
+	switch {
+	case abs(change) > s.jumpThreshold && prev == nil:
+		s.log.Warn("timesync: system clock differs from NTP time; serving corrected time",
+			"server", r.server, "offset", offset, "system_time", e.wall.UTC(), "ntp_time", e.wall.Add(offset).UTC())
+	case abs(change) > s.jumpThreshold:
+		s.log.Warn("timesync: corrected clock jumped",
+			"server", r.server, "old_offset", oldOffset, "new_offset", offset, "change", change)
+	case prev != nil && abs(offset-prev.offset) > s.jumpThreshold:
+		// The system clock was stepped since the last measurement (by an
+		// operator or another daemon); corrected time ran on unaffected.
+		s.log.Info("timesync: system clock was stepped; corrected time was not affected",
+			"server", r.server, "step", prev.offset-offset, "offset", offset)
 	}
-	e := &estimate{base: now, offset: offset}
 	if s.step && abs(offset) > s.stepThreshold {
-		target := now.Round(0).Add(offset)
+		target := e.wall.Add(offset)
 		if err := s.setSystemClock(target); err != nil {
 			s.log.Warn("timesync: cannot step the system clock; corrected time is still used in-process",
 				"offset", offset, "error", err)
 		} else {
 			// The system clock now reads NTP time: the offset is ~0 from here.
-			e = &estimate{base: s.clock.Now(), offset: 0}
+			e = s.newEstimate(0)
 			s.log.Info("timesync: stepped the system clock", "by", offset, "server", r.server)
 		}
 	}
@@ -472,7 +497,7 @@ func (s *Syncer) apply(r *result, kernel bool) Status {
 			Offset:       e.offset,
 			RTT:          r.resp.RTT,
 			Stratum:      r.resp.Stratum,
-			LastSync:     s.correctedAt(e.base),
+			LastSync:     e.correctedAt(e.base),
 			KernelSynced: kernel,
 		}
 	})
@@ -508,7 +533,7 @@ func (s *Syncer) fallback(kernel bool, err error) Status {
 	s.log.Warn("timesync: TIME NOT VERIFIED: no NTP server usable and the kernel clock is not synchronized; "+
 		"running on the unverified system clock (TLS and SAS expiry may fail) and retrying; "+
 		"check network access to the NTP servers (UDP 123) or the [time] ntp_servers setting",
-		"system_time", s.clock.Now().UTC(), "servers", strings.Join(s.servers, ","), "error", err)
+		"system_time", s.wall().UTC(), "servers", strings.Join(s.servers, ","), "error", err)
 	return st
 }
 

@@ -891,3 +891,72 @@ func FuzzParseServer(f *testing.F) {
 		}
 	})
 }
+
+// steppedWall is a system wall clock that an operator steps while the
+// monotonic clock (the fake) runs on.
+type steppedWall struct {
+	clk  *clockwork.FakeClock
+	step atomic.Int64 // nanoseconds added to the fake clock
+}
+
+func (w *steppedWall) Now() time.Time { return w.clk.Now().Add(time.Duration(w.step.Load())) }
+
+func TestSync_systemClockSteps(t *testing.T) {
+	// True time is the fake clock; the NTP server serves it. The system wall
+	// clock starts 3 min slow and is then stepped by ±1 h.
+	fake := clockwork.NewFakeClockAt(time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC))
+	wall := &steppedWall{clk: fake}
+	wall.step.Store(int64(-3 * time.Minute))
+	srv := startNTP(t, ntptest.Options{Now: fake.Now})
+	var logs logSink
+	s := New(Options{Servers: []string{srv.Addr()}, Timeout: 2 * time.Second, Clock: fake, Wall: wall.Now,
+		KernelSynced: kernel(false), SetSystemClock: noStep(t), Logger: logs.logger()})
+	if got := s.Now(); !got.Equal(wall.Now()) {
+		t.Fatalf("Now() before sync = %v; want the system wall clock %v", got, wall.Now())
+	}
+	if _, err := s.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name string
+		step time.Duration // total system clock error after the step
+	}{
+		{"forward 1h", time.Hour - 3*time.Minute},
+		{"back to the start", -3 * time.Minute},
+		{"back 1h", -time.Hour - 3*time.Minute},
+		{"forward 1h again", -3 * time.Minute},
+	}
+	last := s.Now()
+	for _, tt := range steps {
+		t.Run(tt.name, func(t *testing.T) {
+			wall.step.Store(int64(tt.step))
+			fake.Advance(10 * time.Second)
+			// Between measurements corrected time ignores the step.
+			got := s.Now()
+			if d := abs(got.Sub(fake.Now())); d > tolerance {
+				t.Errorf("Now() after the step = %v; want true time %v ± %v", got, fake.Now(), tolerance)
+			}
+			if !got.After(last) {
+				t.Errorf("Now() went from %v to %v: not monotonic", last, got)
+			}
+			// A resync measures the stepped clock and keeps time continuous.
+			st, err := s.Sync(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := abs(st.Offset + tt.step); d > tolerance {
+				t.Errorf("offset = %v; want %v", st.Offset, -tt.step)
+			}
+			if d := abs(s.Now().Sub(fake.Now())); d > tolerance {
+				t.Errorf("Now() after resync = %v; want %v", s.Now(), fake.Now())
+			}
+			last = s.Now()
+		})
+	}
+	if recs := logs.records(t, "corrected clock jumped"); len(recs) != 0 {
+		t.Errorf("system clock steps logged as corrected-clock jumps: %v", recs)
+	}
+	if recs := logs.records(t, "system clock was stepped"); len(recs) != len(steps) {
+		t.Errorf("%d step logs; want %d: %v", len(recs), len(steps), recs)
+	}
+}
