@@ -169,6 +169,11 @@ func (s *Spool) inspect(path string, collect bool) (inspection, error) {
 	if err != nil {
 		return ins, fmt.Errorf("spool: opening %s: %w", path, err)
 	}
+	if bad := s.badMetaPage(path, db.Info().PageSize); bad != "" {
+		// bbolt silently falls back to the other meta page, whose tree lacks
+		// the last commit: salvage (raw scan included) recovers it.
+		ins.damage = bad
+	}
 	err = safeCall(func() {
 		_ = db.View(func(tx *bolt.Tx) error {
 			if need := tx.Size(); need > fi.Size() {
@@ -484,6 +489,7 @@ func (s *Spool) salvageAndRebuild(ins *inspection) error {
 		sal.meta.dropped = max(sal.meta.dropped, old.meta.dropped)
 		sal.meta.quarantined = max(sal.meta.quarantined, old.meta.quarantined)
 	}
+	s.salvageRaw(&sal)
 	sal.depth, sal.bytes, sal.oldest, sal.maxSeq = 0, 0, 0, 0
 	for _, r := range sal.salvage {
 		sal.add(r.seq, r.v)
@@ -491,6 +497,40 @@ func (s *Spool) salvageAndRebuild(ins *inspection) error {
 	*ins = sal
 	ins.damage = reason
 	return s.rebuild(ins)
+}
+
+// salvageRaw adds the records a raw scan of the damaged file finds and the
+// tree walks missed (their meta, branch or root pages were destroyed). When
+// the walks found records, scanned records older than the oldest of them are
+// stale copies of acknowledged ones and are left out; when the walks found
+// nothing, every scanned record is kept: a reading sent twice is better than
+// one lost.
+func (s *Spool) salvageRaw(sal *inspection) {
+	seen := make(map[uint64]bool, len(sal.salvage))
+	oldest := uint64(0)
+	for _, r := range sal.salvage {
+		seen[r.seq] = true
+		if oldest == 0 || r.seq < oldest {
+			oldest = r.seq
+		}
+	}
+	added := 0
+	err := s.scanFile(s.path, func(seq uint64, v []byte) {
+		if seen[seq] || seq < oldest {
+			return
+		}
+		seen[seq] = true
+		sal.salvage = append(sal.salvage, memRec{seq: seq, v: bytes.Clone(v)})
+		sal.meta.next = max(sal.meta.next, seq+1)
+		added++
+	})
+	if err != nil {
+		s.log.Warn("spool: raw scan of the damaged file failed", "path", s.path, "err", err)
+	}
+	if added > 0 {
+		slices.SortFunc(sal.salvage, func(a, b memRec) int { return cmp.Compare(a.seq, b.seq) })
+		s.log.Warn("spool: recovered records the damaged file's tree no longer reached", "path", s.path, "records", added)
+	}
 }
 
 const (
@@ -513,6 +553,26 @@ func metaInfo(b []byte) (pageSize uint32, txid uint64, ok bool) {
 		return 0, 0, false
 	}
 	return binary.LittleEndian.Uint32(b[8:]), binary.LittleEndian.Uint64(b[48:]), true
+}
+
+// badMetaPage names a meta page (0 or 1) whose checksum fails; bbolt writes
+// both when it creates a file, so either failing is damage.
+func (s *Spool) badMetaPage(path string, pageSize int) string {
+	f, err := s.fs.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	buf := make([]byte, pageHdrLen+metaSumLen+8)
+	for i := range 2 {
+		if _, err := f.ReadAt(buf, int64(i*pageSize)); err != nil {
+			return fmt.Sprintf("meta page %d unreadable: %v", i, err)
+		}
+		if _, _, ok := metaInfo(buf[pageHdrLen:]); !ok {
+			return fmt.Sprintf("meta page %d fails its checksum", i)
+		}
+	}
+	return ""
 }
 
 // salvageOlderMeta walks a copy of the damaged file in which the newest valid
