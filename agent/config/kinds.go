@@ -70,12 +70,14 @@ var sensorKinds = map[string]sensorKind{
 		required: []string{"bus"},
 		optional: []string{"address"},
 		defaults: defaultAddress(0x38),
+		check:    addressRange(0x38, 0x38, "the AHT20 has no address pin; remove the address key"),
 	},
 	"mcp9808": {
 		summary:  "Microchip MCP9808 ±0.25 °C temperature over I2C (periph mcp9808)",
 		required: []string{"bus"},
 		optional: []string{"address"},
 		defaults: defaultAddress(0x18),
+		check:    addressRange(0x18, 0x1f, "pins A0–A2 select 0x18..0x1f"),
 	},
 	"ina219": {
 		summary:  "TI INA219 bus voltage, current and power over I2C (periph ina219)",
@@ -86,7 +88,10 @@ var sensorKinds = map[string]sensorKind{
 			setFloat(&s.ShuntOhms, DefaultShuntOhms, src, sensorKey(i, "shunt_ohms"))
 			setFloat(&s.MaxCurrentA, DefaultMaxCurrentA, src, sensorKey(i, "max_current_a"))
 		},
-		check: checkINA219,
+		check: func(s Sensor, key func(string) string, ps *problems) {
+			addressRange(0x40, 0x4f, "pins A0 and A1 select 0x40..0x4f")(s, key, ps)
+			checkINA219(s, key, ps)
+		},
 	},
 	"ads1115": {
 		summary:  "TI ADS1115 16-bit ADC over I2C, channels with gain (periph ads1x15)",
@@ -104,7 +109,10 @@ var sensorKinds = map[string]sensorKind{
 				}
 			}
 		},
-		check: checkADS1115,
+		check: func(s Sensor, key func(string) string, ps *problems) {
+			addressRange(0x48, 0x4b, "the ADDR pin selects 0x48..0x4b")(s, key, ps)
+			checkADS1115(s, key, ps)
+		},
 	},
 	"i2c_register": {
 		summary:  "any I2C chip: read 1-4 bytes from a register, scale and offset them",
@@ -134,6 +142,15 @@ const (
 
 // ADS1115FullScales are the programmable full-scale ranges of the ADS1115, in volts.
 var ADS1115FullScales = []float64{6.144, 4.096, 2.048, 1.024, 0.512, 0.256}
+
+// addressRange checks that a chip's address is one it can have.
+func addressRange(lo, hi int, fix string) func(s Sensor, key func(string) string, ps *problems) {
+	return func(s Sensor, key func(string) string, ps *problems) {
+		if s.Address != 0 && (s.Address < lo || s.Address > hi) && s.Address >= 0x03 && s.Address <= 0x77 {
+			ps.add(key("address"), rawValue(fmt.Sprintf("0x%x", s.Address)), fmt.Sprintf("is not an address the %s answers at", s.Kind), fix)
+		}
+	}
+}
 
 // setFloat applies a default to an unset number; an explicit 0 in the source
 // is kept so validation can name it.
