@@ -21,8 +21,8 @@ func mcp9808Ops(addr uint16, manufacturer []byte, ta ...byte) []i2ctest.IO {
 	}
 	ops = append(ops,
 		i2ctest.IO{Addr: addr, W: []byte{0x07}, R: []byte{0x04, 0x00}}, // device ID 0x04, revision 0
-		i2ctest.IO{Addr: addr, W: []byte{0x08, 0x03}},                   // resolution 0.0625 °C
-		i2ctest.IO{Addr: addr, W: []byte{0x01, 0x00, 0x00}},             // CONFIG: continuous conversion
+		i2ctest.IO{Addr: addr, W: []byte{0x08, 0x03}},                  // resolution 0.0625 °C
+		i2ctest.IO{Addr: addr, W: []byte{0x01, 0x00, 0x00}},            // CONFIG: continuous conversion
 	)
 	if ta != nil {
 		ops = append(ops, i2ctest.IO{Addr: addr, W: []byte{0x05}, R: ta})
