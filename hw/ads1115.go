@@ -62,12 +62,9 @@ type ads1115Sensor struct {
 }
 
 func newADS1115(c config.Sensor, env Env) (*ads1115Sensor, error) {
-	addr := c.Address
-	if addr == 0 {
-		addr = 0x48
-	}
-	if addr < 0x48 || addr > 0x4b {
-		return nil, fmt.Errorf("hw: ads1115 %s: address 0x%02x is not an ADS1115 address (0x48..0x4b, set by the ADDR pin)", c.Name, addr)
+	addr, err := chipAddress(c, 0x48, 0x48, 0x4b, "the ADDR pin")
+	if err != nil {
+		return nil, err
 	}
 	if len(c.Channels) == 0 {
 		return nil, fmt.Errorf("hw: ads1115 %s: no channels; add a [[sensor.channels]] table with input = \"A0\"", c.Name)

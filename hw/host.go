@@ -19,6 +19,8 @@ import (
 	// /dev/mem fallback that fails on a Pi 5 as non-root.
 	_ "periph.io/x/host/v3/gpioioctl"
 	_ "periph.io/x/host/v3/sysfs"
+
+	"github.com/fieldgate/fieldgate/agent/config"
 )
 
 // hostOnce initialises periph's host drivers once per process. This file is
@@ -107,4 +109,17 @@ func i2cError(kind, bus string, addr int, err error) error {
 		return fmt.Errorf("hw: %s: permission denied on I2C bus %s — add the service user to group i2c: %w", kind, bus, err)
 	}
 	return fmt.Errorf("hw: %s at 0x%02x on bus %s: %w", kind, addr, bus, err)
+}
+
+// chipAddress returns the configured address of a chip, or def, checked
+// against the range the chip's address pins allow.
+func chipAddress(c config.Sensor, def, lo, hi int, pins string) (int, error) {
+	addr := c.Address
+	if addr == 0 {
+		addr = def
+	}
+	if addr < lo || addr > hi {
+		return 0, fmt.Errorf("hw: %s %s: address 0x%02x is not one the chip answers at (0x%02x..0x%02x, set by %s)", c.Kind, c.Name, addr, lo, hi, pins)
+	}
+	return addr, nil
 }

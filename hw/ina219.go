@@ -26,12 +26,9 @@ type ina219Sensor struct {
 }
 
 func newINA219(c config.Sensor, env Env) (*ina219Sensor, error) {
-	addr := c.Address
-	if addr == 0 {
-		addr = 0x40
-	}
-	if addr < 0x40 || addr > 0x4f {
-		return nil, fmt.Errorf("hw: ina219 %s: address 0x%02x is not an INA219 address (0x40..0x4f, set by pins A0 and A1)", c.Name, addr)
+	addr, err := chipAddress(c, 0x40, 0x40, 0x4f, "pins A0 and A1")
+	if err != nil {
+		return nil, err
 	}
 	shunt, maxI := c.ShuntOhms, c.MaxCurrentA
 	if shunt == 0 {

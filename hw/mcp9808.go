@@ -33,12 +33,9 @@ type mcp9808Sensor struct {
 }
 
 func newMCP9808(c config.Sensor, env Env) (*mcp9808Sensor, error) {
-	addr := c.Address
-	if addr == 0 {
-		addr = 0x18
-	}
-	if addr < 0x18 || addr > 0x1f {
-		return nil, fmt.Errorf("hw: mcp9808 %s: address 0x%02x is not an MCP9808 address (0x18..0x1f, set by pins A0–A2)", c.Name, addr)
+	addr, err := chipAddress(c, 0x18, 0x18, 0x1f, "pins A0–A2")
+	if err != nil {
+		return nil, err
 	}
 	bus, err := env.I2C(c.Bus)
 	if err != nil {

@@ -25,39 +25,11 @@ import (
 // on the corrected clock, connects, and stamps readings with corrected time;
 // sequence order holds.
 func TestClockStartsIn1970(t *testing.T) {
-	ntp, err := ntptest.Start(ntptest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ntp.Close()
-	emu := agenttest.Start(t, agenttest.Options{RetryAfter: 1})
-	dir := t.TempDir()
-	state := filepath.Join(dir, "state")
-	path, err := emu.WriteAgentConfig(dir, agenttest.AgentConfig{StateDir: state, NTPServers: []string{ntp.Addr()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	emu, state, cfg := clockRig(t, nil, nil)
 	clk := clockwork.NewFakeClockAt(time.Unix(0, 0))
 	// Drive the fake clock at 2× real time: timers fire, and the drift
 	// between NTP rounds stays small.
-	stopWarp := make(chan struct{})
-	go func() {
-		tk := time.NewTicker(time.Millisecond)
-		defer tk.Stop()
-		for {
-			select {
-			case <-stopWarp:
-				return
-			case <-tk.C:
-				clk.Advance(2 * time.Millisecond)
-			}
-		}
-	}()
-	defer close(stopWarp)
+	defer warp(clk, 2)()
 	a, err := agent.New(agent.Options{Config: cfg, Version: "chaos", Clock: clk, Getenv: func(string) string { return "" },
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
@@ -127,38 +99,8 @@ func TestWallClockSteps(t *testing.T) {
 	}
 	clk := clockwork.NewFakeClockAt(time.Now().UTC().Truncate(time.Second))
 	wall := &steppedWall{clk: clk}
-	ntp, err := ntptest.Start(ntptest.Options{Now: clk.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ntp.Close()
-	emu := agenttest.Start(t, agenttest.Options{RetryAfter: 1, Now: clk.Now})
-	dir := t.TempDir()
-	state := filepath.Join(dir, "state")
-	path, err := emu.WriteAgentConfig(dir, agenttest.AgentConfig{StateDir: state, NTPServers: []string{ntp.Addr()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopWarp := make(chan struct{})
-	warped := make(chan struct{})
-	go func() {
-		defer close(warped)
-		tk := time.NewTicker(time.Millisecond)
-		defer tk.Stop()
-		for {
-			select {
-			case <-stopWarp:
-				return
-			case <-tk.C:
-				clk.Advance(10 * time.Millisecond)
-			}
-		}
-	}()
-	defer func() { close(stopWarp); <-warped }()
+	emu, state, cfg := clockRig(t, clk.Now, clk.Now)
+	defer warp(clk, 10)()
 	a, err := agent.New(agent.Options{Config: cfg, Version: "chaos", Clock: clk, Getenv: func(string) string { return "" },
 		TokenTTL: 30 * time.Second,
 		Time:     timesync.Options{Wall: wall.Now, ResyncInterval: 20 * time.Second},
@@ -216,4 +158,48 @@ func TestWallClockSteps(t *testing.T) {
 		len(conns), emu.Hub.Stats().ConnectRefused, jumps)
 	t.Log(res)
 	record(res)
+}
+
+// clockRig starts an NTP responder (time from ntpNow; nil = real time) and
+// the emulator (emuNow; nil = real time), and writes an agent config using
+// them. It returns the emulator, the state dir and the loaded config.
+func clockRig(t *testing.T, ntpNow, emuNow func() time.Time) (*agenttest.Emulator, string, *config.Config) {
+	t.Helper()
+	ntp, err := ntptest.Start(ntptest.Options{Now: ntpNow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ntp.Close)
+	emu := agenttest.Start(t, agenttest.Options{RetryAfter: 1, Now: emuNow})
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	path, err := emu.WriteAgentConfig(dir, agenttest.AgentConfig{StateDir: state, NTPServers: []string{ntp.Addr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return emu, state, cfg
+}
+
+// warp advances clk by factor× real time (in 1 ms ticks) until the returned
+// stop is called.
+func warp(clk *clockwork.FakeClock, factor int) (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tk := time.NewTicker(time.Millisecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-tk.C:
+				clk.Advance(time.Duration(factor) * time.Millisecond)
+			}
+		}
+	}()
+	return func() { close(quit); <-done }
 }
