@@ -2,6 +2,7 @@ package hw
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -130,3 +131,20 @@ func (f *fakeOutput) Name() string      { return f.name }
 func (f *fakeOutput) Set(on bool) error { f.on = on; return nil }
 func (f *fakeOutput) State() bool       { return f.on }
 func (f *fakeOutput) Close() error      { f.on = false; return nil }
+
+func TestKindsAt(t *testing.T) {
+	tests := []struct {
+		addr uint16
+		want string
+	}{
+		{0x18, "mcp9808"}, {0x1f, "mcp9808"}, {0x38, "aht20"}, {0x40, "ina219"},
+		{0x48, "ina219,ads1115"}, {0x76, "bme280/bmp280"}, {0x77, "bme280/bmp280"}, {0x50, ""},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("0x%02x", tt.addr), func(t *testing.T) {
+			if got := strings.Join(KindsAt(tt.addr), ","); got != tt.want {
+				t.Errorf("KindsAt(0x%02x) = %q; want %q", tt.addr, got, tt.want)
+			}
+		})
+	}
+}

@@ -131,3 +131,27 @@ func errComment(e string) string {
 }
 
 var _ i2c.BusCloser = (*RecordingBus)(nil)
+
+// chipAddresses lists, per sensor kind, the addresses its chip can answer at.
+var chipAddresses = []struct {
+	kind   string
+	lo, hi uint16
+}{
+	{"mcp9808", 0x18, 0x1f},
+	{"aht20", 0x38, 0x38},
+	{"ina219", 0x40, 0x4f},
+	{"ads1115", 0x48, 0x4b},
+	{"bme280/bmp280", 0x76, 0x77},
+}
+
+// KindsAt names the sensor kinds whose chip can answer at addr, to suggest
+// a kind for what a scan found; i2c_register fits any address.
+func KindsAt(addr uint16) []string {
+	var out []string
+	for _, c := range chipAddresses {
+		if addr >= c.lo && addr <= c.hi {
+			out = append(out, c.kind)
+		}
+	}
+	return out
+}

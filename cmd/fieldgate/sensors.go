@@ -125,6 +125,13 @@ func runSensorsScan(_ context.Context, e *env, args []string) int {
 	found := hw.Scan(b)
 	fmt.Fprint(e.Stdout, hw.FormatScan(found))
 	fmt.Fprintf(e.Stdout, "%d device(s) answered on bus %s\n", len(found), *bus)
+	for _, a := range found {
+		kinds := hw.KindsAt(a)
+		if len(kinds) == 0 {
+			kinds = []string{"unknown chip: try kind = \"i2c_register\" with its datasheet"}
+		}
+		fmt.Fprintf(e.Stdout, "  0x%02x  %s\n", a, strings.Join(kinds, ", "))
+	}
 	return exitOK
 }
 

@@ -53,7 +53,7 @@ address = 0x77
 	}{
 		{"read all", []string{"sensors", "--config", cfg}, 1, []string{"env", "temperature_c=25.08", "pressure_hpa=1007", "missing", "no device at 0x77"}},
 		{"json", []string{"sensors", "--config", cfg, "--json"}, 1, []string{`"temperature_c": 25.08`, `"error": "hw: bme280: no device at 0x77`}},
-		{"scan", []string{"sensors", "scan", "--bus", "1"}, 0, []string{"40: -- -- -- -- -- -- -- -- 48", "70: -- -- -- -- -- -- 76", "2 device(s)"}},
+		{"scan", []string{"sensors", "scan", "--bus", "1"}, 0, []string{"40: -- -- -- -- -- -- -- -- 48", "70: -- -- -- -- -- -- 76", "2 device(s)", "0x48  ina219, ads1115", "0x76  bme280/bmp280"}},
 		{"scan needs a bus", []string{"sensors", "scan"}, 2, nil},
 		{"record", []string{"sensors", "record", "--config", cfg, "--sensor", "env"}, 0, []string{"[]i2ctest.IO{", "{Addr: 0x76, W: []byte{0xd0}, R: []byte{0x58}}"}},
 	}
