@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 
@@ -30,7 +31,13 @@ var (
 	hostErr  error
 )
 
+// hostGOOS is the platform the host drivers run on (a variable for tests).
+var hostGOOS = runtime.GOOS
+
 func initHost(log *slog.Logger) error {
+	if hostGOOS != "linux" {
+		return fmt.Errorf("hw: I2C and GPIO are not supported on this platform (%s): fieldgate reads hardware through Linux's /dev/i2c-* and /dev/gpiochip*; use kind = \"simulated\" or \"system\" here", hostGOOS)
+	}
 	hostOnce.Do(func() {
 		st, err := driverreg.Init()
 		if err != nil {

@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/fieldgate/fieldgate/agent/config"
 )
 
@@ -76,9 +74,8 @@ func (s *system) Read(ctx context.Context) (Values, error) {
 	if dir == "" {
 		dir = s.env.Root
 	}
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err == nil && st.Blocks > 0 {
-		v["disk_free_pct"] = 100 * float64(st.Bavail) / float64(st.Blocks)
+	if pct, ok := diskFreePct(dir); ok {
+		v["disk_free_pct"] = pct
 	}
 	if len(v) == 0 {
 		return nil, fmt.Errorf("hw: system %s: nothing readable under %s/proc or /sys", s.name, strings.TrimSuffix(s.env.Root, "/"))
