@@ -138,3 +138,9 @@ vuln:                ## govulncheck when its database is reachable
 
 bench:               ## footprint and efficiency side by side; writes BENCHMARKS.md (~5 min)
 	$(GO) run ./cmd/fieldgate-bench -out BENCHMARKS.md
+
+# --- hardware in the loop (issue 5 stretch) ----------------------------------
+.PHONY: hil
+
+hil:                 ## GPIO through the real Linux chardev in a qemu VM with gpio-sim (not in CI; ~1 min + downloads)
+	scripts/hil/run.sh
