@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -34,7 +35,7 @@ type ds18b20 struct {
 	name   string
 	device string // "" = every probe
 	dir    string // {root}/sys/bus/w1/devices
-	log    func(msg string, args ...any)
+	log    *slog.Logger
 
 	// mu guards lastBad.
 	mu      sync.Mutex
@@ -42,7 +43,7 @@ type ds18b20 struct {
 }
 
 func newDS18B20(c config.Sensor, env Env) (*ds18b20, error) {
-	s := &ds18b20{name: c.Name, device: c.Device, dir: filepath.Join(env.Root, w1Devices), log: env.Logger.Warn}
+	s := &ds18b20{name: c.Name, device: c.Device, dir: filepath.Join(env.Root, w1Devices), log: env.Logger}
 	if _, err := s.probes(); err != nil {
 		return nil, err
 	}
@@ -119,9 +120,9 @@ func (s *ds18b20) noteBad(bad string, errs []error) {
 	s.mu.Unlock()
 	switch {
 	case changed && bad != "":
-		s.log("ds18b20 probes failing; the others are reported", "sensor", s.name, "probes", bad, "error", errors.Join(errs...))
+		s.log.Warn("ds18b20 probes failing; the others are reported", "sensor", s.name, "probes", bad, "error", errors.Join(errs...))
 	case changed:
-		s.log("ds18b20 probes all reading again", "sensor", s.name)
+		s.log.Info("ds18b20 probes all reading again", "sensor", s.name)
 	}
 }
 

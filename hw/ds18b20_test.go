@@ -126,6 +126,17 @@ func TestDS18B20(t *testing.T) {
 				if n := strings.Count(logs.String(), "probes failing"); n != 1 {
 					t.Errorf("after a second read the failing probe is logged %d times; want once", n)
 				}
+				// The probe recovers: its value is back and the recovery is logged once.
+				if err := os.WriteFile(filepath.Join(root, w1Devices, tt.logged, "temperature"), []byte("18500\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				v, err := s.Read(context.Background())
+				if err != nil || len(v) != 2 {
+					t.Fatalf("after recovery Read = %v, %v; want both probes", v, err)
+				}
+				if n := strings.Count(logs.String(), "all reading again"); n != 1 {
+					t.Errorf("recovery logged %d times; want once:\n%s", n, logs.String())
+				}
 			}
 		})
 	}
