@@ -67,6 +67,13 @@ func TestADS1115(t *testing.T) {
 		{name: "two channels, busy poll", cfg: sensor(0x49, a0, config.ADCChannel{Input: "A1", FullScaleV: 6.144, Value: "a1_v", Scale: 1}),
 			ops:  cat([]i2ctest.IO{adsOpen(0x49)}, adsConv(0x49, 0xC383, 0, 0x4000), adsConv(0x49, 0xD183, 1, 8000)),
 			want: hw.Values{"a0_v": 2.048, "a1_v": 1.5}, tol: 1e-9},
+		// The other gains, A0 at half scale: PGA 010/011/100 → 0xC583/0xC783/0xC983.
+		{name: "gain ±2.048 V", cfg: sensor(0x48, config.ADCChannel{Input: "A0", FullScaleV: 2.048, Value: "v", Scale: 1}),
+			ops: cat([]i2ctest.IO{adsOpen(0x48)}, adsConv(0x48, 0xC583, 0, 0x4000)), want: hw.Values{"v": 1.024}, tol: 1e-9},
+		{name: "gain ±1.024 V", cfg: sensor(0x48, config.ADCChannel{Input: "A0", FullScaleV: 1.024, Value: "v", Scale: 1}),
+			ops: cat([]i2ctest.IO{adsOpen(0x48)}, adsConv(0x48, 0xC783, 0, 0x4000)), want: hw.Values{"v": 0.512}, tol: 1e-9},
+		{name: "gain ±0.512 V", cfg: sensor(0x48, config.ADCChannel{Input: "A0", FullScaleV: 0.512, Value: "v", Scale: 1}),
+			ops: cat([]i2ctest.IO{adsOpen(0x48)}, adsConv(0x48, 0xC983, 0, 0x4000)), want: hw.Values{"v": 0.256}, tol: 1e-9},
 		{name: "saturated high", cfg: sensor(0x48, a0), ops: cat([]i2ctest.IO{adsOpen(0x48)}, adsConv(0x48, 0xC383, 0, 0x7FFF)),
 			readErr: "beyond the ±4.096 V range"},
 		{name: "saturated low", cfg: sensor(0x48, a0), ops: cat([]i2ctest.IO{adsOpen(0x48)}, adsConv(0x48, 0xC383, 0, -0x8000)),
